@@ -1,0 +1,473 @@
+/*
+ * skb_common.h - BPF helpers shared by both tools.
+ *
+ * The loader (skbtrace/loader.py) inlines this file and skb_event.h into the
+ * program text and prepends the CONFIG block: the FILTER_* and KGSO_* macros,
+ * whose values come from the command line and from the running kernel's BTF.
+ *
+ * Every kernel read goes through bpf_probe_read() into a per-CPU scratch copy:
+ * whole struct sk_buff and struct skb_shared_info are copied once per hook hit,
+ * then read as plain memory. That keeps bcc's rewriter out of the way, lets the
+ * compiler handle bitfields (encapsulation, cloned) and skb_frag_t layouts of
+ * every kernel version, and costs two small copies per event.
+ */
+#include <uapi/linux/ptrace.h>
+#include <linux/skbuff.h>
+#include <linux/netdevice.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/in.h>
+
+#include "skb_event.h"
+
+#ifndef GSO_BY_FRAGS
+#define GSO_BY_FRAGS 0xFFFF
+#endif
+
+#define KGSO_TUNNEL_BITS (KGSO_UDP_TUNNEL | KGSO_UDP_TUNNEL_CSUM)
+
+struct scratch_t {
+	struct skb_event ev;
+	struct sk_buff skb;
+	struct skb_shared_info sh;
+};
+
+/* Entry state, kept from entry to return of one hook call. */
+struct entry_t {
+	u64 skb;
+	u64 frag_list;
+	u64 head;
+	u64 aux;
+	u64 ts_ns;
+	u32 data_len;
+	u32 gso_type;
+	u32 reasons;
+	s32 stack_id;
+	u16 gso_size;
+	u16 hook_id;
+	u8  nr_frags;
+	u8  flags;
+	u8  pad[6];
+};
+
+/* Idle tasks share pid 0 on every CPU, so they are told apart by CPU. Other
+ * tasks keep their key when they sleep and migrate inside a hook. */
+struct task_key_t {
+	u32 tid;
+	u32 cpu;
+};
+
+/* Nesting depth makes recursive and nested hooks (bpf_skb_pull_data ->
+ * __pskb_pull_tail -> pskb_expand_head, or __pskb_pull_tail on a frag_list
+ * member) keep one entry record each. */
+struct entry_key_t {
+	u32 tid;
+	u32 cpu;
+	u32 depth;
+	u32 pad;
+};
+
+/* Last change seen per skb address, for the "last=" column. */
+struct last_t {
+	u64 ts_ns;
+	u64 head;
+	u16 hook_id;
+	u8  pad[6];
+};
+
+BPF_PERF_OUTPUT(events);
+BPF_PERCPU_ARRAY(scratch, struct scratch_t, 1);
+BPF_PERCPU_ARRAY(counters, u64, NR_COUNTERS);
+BPF_PERCPU_ARRAY(hook_hits, u64, MAX_HOOKS);
+BPF_HASH(depths, struct task_key_t, u32, 10240);
+BPF_HASH(entries, struct entry_key_t, struct entry_t, 10240);
+BPF_TABLE("lru_hash", u64, struct last_t, last_change, LAST_CHANGE_ENTRIES);
+#if STACK_TRACES
+BPF_STACK_TRACE(stacks, 4096);
+#endif
+
+static __always_inline void count(u32 idx)
+{
+	u64 *v = counters.lookup(&idx);
+	if (v)
+		(*v)++;
+}
+
+static __always_inline void count_hit(u32 hook_id)
+{
+	u64 *v = hook_hits.lookup(&hook_id);
+	if (v)
+		(*v)++;
+}
+
+static __always_inline struct scratch_t *get_scratch(void)
+{
+	u32 zero = 0;
+	return scratch.lookup(&zero);
+}
+
+static __always_inline void task_key(struct task_key_t *k)
+{
+	k->tid = (u32)bpf_get_current_pid_tgid();
+	k->cpu = k->tid ? 0 : bpf_get_smp_processor_id();
+}
+
+/* Copy skb and its shared info into scratch. Returns 0 on success. */
+static __always_inline int read_skb(struct scratch_t *s, struct sk_buff *skb)
+{
+	unsigned char *shp;
+
+	if (!skb)
+		return -1;
+	if (bpf_probe_read(&s->skb, sizeof(s->skb), skb))
+		return -1;
+#ifdef NET_SKBUFF_DATA_USES_OFFSET
+	shp = s->skb.head + s->skb.end;
+#else
+	shp = s->skb.end;
+#endif
+	if (bpf_probe_read(&s->sh, sizeof(s->sh), shp))
+		return -1;
+	return 0;
+}
+
+/* skb_gro_receive(struct sk_buff **head, ...) before 4.19 */
+static __always_inline struct sk_buff *deref_skb_pp(void *pp)
+{
+	struct sk_buff *p = 0;
+
+	bpf_probe_read(&p, sizeof(p), pp);
+	return p;
+}
+
+static __always_inline u32 frags_bytes(struct skb_shared_info *sh)
+{
+	u32 total = 0;
+	int i;
+	u8 n = sh->nr_frags;
+
+#pragma unroll
+	for (i = 0; i < MAX_SKB_FRAGS; i++) {
+		if (i < n)
+			total += skb_frag_size(&sh->frags[i]);
+	}
+	return total;
+}
+
+/* Parse IPv4/IPv6 at head+nh; fill addresses, L4 protocol and ports.
+ * Returns the L4 protocol (IPPROTO_IPIP / IPPROTO_IPV6 for IP-in-IP). */
+static __always_inline u8 parse_l3(unsigned char *head, u16 nh, u16 th,
+				   u8 *family, u8 *proto, u8 *saddr, u8 *daddr,
+				   u16 *sport, u16 *dport, u16 *next_nh)
+{
+	u8 first = 0;
+	u16 l4;
+	u16 ports[2] = {};
+
+	if (bpf_probe_read(&first, 1, head + nh))
+		return 0;
+	if ((first >> 4) == 4) {
+		struct iphdr ip = {};
+
+		if (bpf_probe_read(&ip, sizeof(ip), head + nh))
+			return 0;
+		*family = 4;
+		*proto = ip.protocol;
+		__builtin_memcpy(saddr, &ip.saddr, 4);
+		__builtin_memcpy(daddr, &ip.daddr, 4);
+		l4 = nh + ip.ihl * 4;
+	} else if ((first >> 4) == 6) {
+		struct ipv6hdr ip6 = {};
+
+		if (bpf_probe_read(&ip6, sizeof(ip6), head + nh))
+			return 0;
+		*family = 6;
+		*proto = ip6.nexthdr;
+		__builtin_memcpy(saddr, &ip6.saddr, 16);
+		__builtin_memcpy(daddr, &ip6.daddr, 16);
+		l4 = nh + sizeof(ip6);
+	} else {
+		return 0;
+	}
+	/* A set transport header wins over the computed one: it is what the
+	 * kernel itself will use (extension headers, tunnels). */
+	if (th != (u16)~0U && th > nh)
+		l4 = th;
+	*next_nh = l4;
+	if (*proto == IPPROTO_TCP || *proto == IPPROTO_UDP || *proto == IPPROTO_SCTP) {
+		if (bpf_probe_read(ports, sizeof(ports), head + l4) == 0) {
+			*sport = __builtin_bswap16(ports[0]);
+			*dport = __builtin_bswap16(ports[1]);
+		}
+	}
+	return *proto;
+}
+
+/* Fill the event's state and flow fields from scratch (the after-state). */
+static __always_inline void fill_state(struct scratch_t *s, u32 hook_id)
+{
+	struct skb_event *ev = &s->ev;
+	struct sk_buff *k = &s->skb;
+	struct skb_shared_info *sh = &s->sh;
+	unsigned char *head = k->head;
+	struct net_device *dev = k->dev;
+	u16 next_nh = 0;
+	u8 outer_proto;
+
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->ts_ns = bpf_ktime_get_ns();
+	ev->pid = (u32)bpf_get_current_pid_tgid();
+	ev->cpu = bpf_get_smp_processor_id();
+	bpf_get_current_comm(&ev->comm, sizeof(ev->comm));
+	ev->hook_id = hook_id;
+	ev->stack_id = -1;
+	ev->head = (u64)head;
+	ev->len = k->len;
+	ev->data_len_after = k->data_len;
+	ev->frag_list_after = (u64)sh->frag_list;
+	ev->gso_size_after = sh->gso_size;
+	ev->gso_type_after = sh->gso_type;
+	ev->gso_segs = sh->gso_segs;
+	ev->nr_frags_after = sh->nr_frags;
+	ev->iif = k->skb_iif;
+	if (dev)
+		bpf_probe_read(&ev->ifindex, sizeof(ev->ifindex), &dev->ifindex);
+	if (k->encapsulation)
+		ev->flags |= F_ENCAP;
+	if (k->cloned)
+		ev->flags |= F_CLONED;
+	ev->protocol = __builtin_bswap16(k->protocol);
+	ev->mac_header = k->mac_header;
+	ev->network_header = k->network_header;
+	ev->transport_header = k->transport_header;
+	ev->inner_mac_header = k->inner_mac_header;
+	ev->inner_network_header = k->inner_network_header;
+	ev->inner_transport_header = k->inner_transport_header;
+
+	if (ev->protocol != ETH_P_IP && ev->protocol != ETH_P_IPV6)
+		return;
+	outer_proto = parse_l3(head, k->network_header, k->transport_header,
+			       &ev->family, &ev->l4proto, ev->saddr, ev->daddr,
+			       &ev->sport, &ev->dport, &next_nh);
+	if (k->encapsulation && k->inner_network_header &&
+	    k->inner_network_header != k->network_header) {
+		parse_l3(head, k->inner_network_header, k->inner_transport_header,
+			 &ev->inner_family, &ev->inner_l4proto, ev->inner_saddr,
+			 ev->inner_daddr, &ev->inner_sport, &ev->inner_dport, &next_nh);
+	} else if (outer_proto == IPPROTO_IPIP || outer_proto == IPPROTO_IPV6) {
+		/* IP-in-IP (Calico IPIP): the inner header follows the outer one
+		 * whether or not the kernel marked the skb as encapsulated. */
+		parse_l3(head, next_nh, (u16)~0U,
+			 &ev->inner_family, &ev->inner_l4proto, ev->inner_saddr,
+			 ev->inner_daddr, &ev->inner_sport, &ev->inner_dport, &next_nh);
+	}
+}
+
+static __always_inline int addr_eq(u8 *a, u8 fam, u32 w0, u32 w1, u32 w2, u32 w3, u8 want_fam)
+{
+	u32 w[4];
+
+	if (fam != want_fam)
+		return 0;
+	__builtin_memcpy(w, a, 16);
+	if (want_fam == 4)
+		return w[0] == w0;
+	return w[0] == w0 && w[1] == w1 && w[2] == w2 && w[3] == w3;
+}
+
+/* In-kernel filters, compiled in only when asked for (see CONFIG block).
+ * IP filters match the outer or the inner header; --interface matches the
+ * device the skb is on or the one it arrived on. Returns 1 to keep. */
+static __always_inline int filter_keep(struct scratch_t *s)
+{
+	struct skb_event *ev = &s->ev;
+
+#if FILTER_GSO_ONLY
+	if (s->sh.gso_size == 0)
+		return 0;
+#endif
+#if FILTER_IFINDEX
+	if (ev->ifindex != FILTER_IFINDEX && ev->iif != FILTER_IFINDEX)
+		return 0;
+#endif
+#if FILTER_SRC
+	if (!addr_eq(ev->saddr, ev->family, FILTER_SRC_W0, FILTER_SRC_W1,
+		     FILTER_SRC_W2, FILTER_SRC_W3, FILTER_SRC_FAMILY) &&
+	    !addr_eq(ev->inner_saddr, ev->inner_family, FILTER_SRC_W0, FILTER_SRC_W1,
+		     FILTER_SRC_W2, FILTER_SRC_W3, FILTER_SRC_FAMILY))
+		return 0;
+#endif
+#if FILTER_DST
+	if (!addr_eq(ev->daddr, ev->family, FILTER_DST_W0, FILTER_DST_W1,
+		     FILTER_DST_W2, FILTER_DST_W3, FILTER_DST_FAMILY) &&
+	    !addr_eq(ev->inner_daddr, ev->inner_family, FILTER_DST_W0, FILTER_DST_W1,
+		     FILTER_DST_W2, FILTER_DST_W3, FILTER_DST_FAMILY))
+		return 0;
+#endif
+	return 1;
+}
+
+/* Consistency rules on the state in scratch. crash_check adds the reading of
+ * skb_segment(): with no frag_list it dereferences NULL when the head and
+ * the frags run out before the payload does, or when there is no payload. */
+static __always_inline u32 eval_rules(struct scratch_t *s, int crash_check, int in_tnl_seg)
+{
+	struct sk_buff *k = &s->skb;
+	struct skb_shared_info *sh = &s->sh;
+	u32 gt = sh->gso_type;
+	u16 gs = sh->gso_size;
+	u32 r = 0;
+
+	if (gs == 0)
+		return 0;
+	if (!sh->frag_list && sh->nr_frags == 0 && k->data_len == 0)
+		r |= RSN_NULL_FRAGLIST_GSO;
+	if ((gt & KGSO_FRAGLIST) && !sh->frag_list)
+		r |= RSN_FRAGLIST_NO_LIST;
+	/* __skb_udp_tunnel_segment() itself clears encapsulation and moves the
+	 * outer offsets to the inner ones before the inner segmentation: inside
+	 * it those are the kernel's doing, not evidence. */
+	if ((gt & KGSO_TUNNEL_BITS) && !in_tnl_seg) {
+		if (!k->encapsulation)
+			r |= RSN_TUNNEL_NO_ENCAP;
+		if (k->inner_network_header == k->network_header)
+			r |= RSN_TUNNEL_INNER_EQ_OUTER;
+		if (s->ev.family && s->ev.l4proto != IPPROTO_UDP)
+			r |= RSN_TUNNEL_OUTER_NOT_UDP;
+	}
+	if (crash_check && !sh->frag_list) {
+		u32 headlen = k->len - k->data_len;
+
+		if (gs == GSO_BY_FRAGS)
+			r |= RSN_SEG_BY_FRAGS_NO_LIST;
+		else if (headlen == 0 && sh->nr_frags == 0)
+			r |= RSN_SEG_NO_PAYLOAD;
+		else if (k->data_len > frags_bytes(sh))
+			r |= RSN_SEG_UNCOVERED;
+	}
+	return r;
+}
+
+static __always_inline u8 severity_of(u32 reasons)
+{
+	if (reasons & RSN_CRASH_MASK)
+		return SEV_CRITICAL;
+	return reasons ? SEV_WARNING : SEV_NONE;
+}
+
+/* Entry/return bookkeeping. push_depth() runs at every entry (filtered or
+ * not) and pop_depth() at every return, so the depth stays paired. */
+static __always_inline u32 push_depth(struct task_key_t *tk)
+{
+	u32 d = 0, *dp = depths.lookup(tk);
+
+	if (dp)
+		d = *dp;
+	u32 nd = d + 1;
+	depths.update(tk, &nd);
+	return d;
+}
+
+static __always_inline int pop_depth(struct task_key_t *tk, u32 *out)
+{
+	u32 *dp = depths.lookup(tk);
+
+	if (!dp || *dp == 0)
+		return -1;
+	u32 d = *dp - 1;
+	if (d == 0)
+		depths.delete(tk);
+	else
+		depths.update(tk, &d);
+	*out = d;
+	return 0;
+}
+
+static __always_inline void save_entry(struct scratch_t *s, struct sk_buff *skb,
+				       u32 hook_id, u64 aux, u32 reasons,
+				       struct task_key_t *tk, u32 depth, void *ctx)
+{
+	struct entry_key_t ek = { .tid = tk->tid, .cpu = tk->cpu, .depth = depth };
+	struct entry_t e = {};
+
+	e.skb = (u64)skb;
+	e.frag_list = (u64)s->sh.frag_list;
+	e.head = (u64)s->skb.head;
+	e.aux = aux;
+	e.ts_ns = bpf_ktime_get_ns();
+	e.data_len = s->skb.data_len;
+	e.gso_type = s->sh.gso_type;
+	e.gso_size = s->sh.gso_size;
+	e.nr_frags = s->sh.nr_frags;
+	e.reasons = reasons;
+	e.hook_id = hook_id;
+	e.stack_id = -1;
+	if (s->skb.encapsulation)
+		e.flags |= F_ENCAP_BEFORE;
+#if STACK_TRACES
+	e.stack_id = stacks.get_stackid(ctx, 0);
+#endif
+	if (entries.update(&ek, &e))
+		count(CNT_ENTRY_FULL);
+}
+
+/* Fetch and delete the entry record of this return; NULL when the entry was
+ * filtered out (nothing saved) or does not belong to this hook. */
+static __always_inline int take_entry(u32 hook_id, struct entry_t *out)
+{
+	struct task_key_t tk = {};
+	struct entry_key_t ek = {};
+	struct entry_t *e;
+	u32 d;
+
+	task_key(&tk);
+	if (pop_depth(&tk, &d))
+		return -1;
+	ek.tid = tk.tid;
+	ek.cpu = tk.cpu;
+	ek.depth = d;
+	e = entries.lookup(&ek);
+	if (!e)
+		return -1;
+	if (e->hook_id != hook_id) {
+		count(CNT_UNPAIRED);
+		entries.delete(&ek);
+		return -1;
+	}
+	__builtin_memcpy(out, e, sizeof(*out));
+	entries.delete(&ek);
+	return 0;
+}
+
+static __always_inline void copy_entry_to_event(struct skb_event *ev, struct entry_t *e)
+{
+	ev->skb = e->skb;
+	ev->frag_list_before = e->frag_list;
+	ev->gso_type_before = e->gso_type;
+	ev->gso_size_before = e->gso_size;
+	ev->nr_frags_before = e->nr_frags;
+	ev->data_len_before = e->data_len;
+	ev->aux = e->aux;
+	ev->stack_id = e->stack_id;
+	if (e->flags & F_ENCAP_BEFORE)
+		ev->flags |= F_ENCAP_BEFORE;
+}
+
+/* The entry state doubles as the before-state when the hook reports at
+ * entry only. */
+static __always_inline void before_is_after(struct skb_event *ev)
+{
+	ev->frag_list_before = ev->frag_list_after;
+	ev->gso_type_before = ev->gso_type_after;
+	ev->gso_size_before = ev->gso_size_after;
+	ev->nr_frags_before = ev->nr_frags_after;
+	ev->data_len_before = ev->data_len_after;
+	if (ev->flags & F_ENCAP)
+		ev->flags |= F_ENCAP_BEFORE;
+}
+
+static __always_inline void submit(void *ctx, struct skb_event *ev)
+{
+	if (events.perf_submit(ctx, ev, sizeof(*ev)) < 0)
+		count(CNT_SUBMIT_FAIL);
+}

@@ -1,0 +1,324 @@
+/*
+ * skb_frag_list_watcher.c - who creates, clears or changes
+ * skb_shinfo(skb)->frag_list, and when an skb is in a state that
+ * skb_segment() would crash on.
+ *
+ * Hook kinds (skbtrace/hooks.py declares every hook once and the loader
+ * instantiates one HOOK_* line per hook present in the running kernel):
+ *   MUTATE   entry+return on one skb: CREATE / CLEAR / MODIFY of frag_list,
+ *            INCONSISTENT when the call left the skb in a newly bad state
+ *   COPY     entry+return, the return value is a new skb: PROPAGATE, COPY_FAIL
+ *   CONSUME  entry+return, the skb is gone at return: ACCESS with the return code
+ *   SEGMENT  entry only: ACCESS when frag_list is there, INCONSISTENT on rules
+ *   BRACKET  entry+return of skb_udp_tunnel_segment, to suppress tunnel rules
+ *            while the kernel itself rewrites the tunnel metadata
+ */
+#include "skb_common.h"
+
+#define HF_ENTRY_CHECK 1
+#define HF_CRASH_CHECK 2
+
+/* Pending events of CONSUME hooks: built at entry (the skb is readable),
+ * sent at return with the return code. */
+BPF_HASH(pending, struct entry_key_t, struct skb_event, 1024);
+BPF_HASH(tnl_seg, struct task_key_t, u32, 1024);
+
+static __always_inline int in_tunnel_segment(void)
+{
+	struct task_key_t tk = {};
+	u32 *v;
+
+	task_key(&tk);
+	v = tnl_seg.lookup(&tk);
+	return v && *v;
+}
+
+static __always_inline void note_change(u64 skb, u64 head, u32 hook_id, u64 ts)
+{
+	struct last_t l = {};
+
+	l.ts_ns = ts;
+	l.head = head;
+	l.hook_id = hook_id;
+	last_change.update(&skb, &l);
+}
+
+static __always_inline void emit(void *ctx, struct scratch_t *s, u8 event, u32 reasons)
+{
+	struct skb_event *ev = &s->ev;
+	struct last_t *l;
+	u64 key = ev->skb;
+
+	ev->event = event;
+	ev->reasons = reasons;
+	ev->severity = severity_of(reasons);
+	l = last_change.lookup(&key);
+	if (l) {
+		ev->last_hook = l->hook_id + 1;
+		ev->last_ts_ns = l->ts_ns;
+		if (l->head != ev->head)
+			ev->flags |= F_LAST_STALE;
+	}
+	submit(ctx, ev);
+}
+
+/* Load the skb, apply the filters. NULL when the hit is not reported. */
+static __always_inline struct scratch_t *load(struct sk_buff *skb, u32 hook_id)
+{
+	struct scratch_t *s = get_scratch();
+
+	if (!s || read_skb(s, skb))
+		return 0;
+	fill_state(s, hook_id);
+	if (!filter_keep(s)) {
+		count(CNT_FILTERED);
+		return 0;
+	}
+	s->ev.skb = (u64)skb;
+	return s;
+}
+
+/* Entry checks at segmentation hooks: the crash site and its neighbours. */
+static __always_inline void entry_check(void *ctx, struct scratch_t *s, u32 reasons)
+{
+	before_is_after(&s->ev);
+#if STACK_TRACES
+	s->ev.stack_id = stacks.get_stackid(ctx, 0);
+#endif
+	if (in_tunnel_segment())
+		s->ev.flags |= F_IN_TNL_SEG;
+	if (reasons)
+		emit(ctx, s, EV_INCONSISTENT, reasons);
+	else if (s->ev.frag_list_after)
+		emit(ctx, s, EV_ACCESS, 0);
+}
+
+static __always_inline int on_segment(struct pt_regs *ctx, u32 hook_id,
+				      struct sk_buff *skb, u32 hflags)
+{
+	struct scratch_t *s;
+	u32 r;
+
+	count_hit(hook_id);
+	s = load(skb, hook_id);
+	if (!s)
+		return 0;
+	r = eval_rules(s, hflags & HF_CRASH_CHECK, in_tunnel_segment());
+	entry_check(ctx, s, r);
+	return 0;
+}
+
+static __always_inline int on_enter(struct pt_regs *ctx, u32 hook_id,
+				    struct sk_buff *skb, u64 aux, u32 hflags)
+{
+	struct task_key_t tk = {};
+	struct scratch_t *s;
+	u32 depth, r;
+
+	count_hit(hook_id);
+	task_key(&tk);
+	depth = push_depth(&tk);
+	s = load(skb, hook_id);
+	if (!s)
+		return 0;
+	r = eval_rules(s, hflags & HF_CRASH_CHECK, in_tunnel_segment());
+	if (hflags & HF_ENTRY_CHECK)
+		entry_check(ctx, s, r);
+	save_entry(s, skb, hook_id, aux, r, &tk, depth, ctx);
+	return 0;
+}
+
+static __always_inline int on_mutate_return(struct pt_regs *ctx, u32 hook_id)
+{
+	struct entry_t e = {};
+	struct scratch_t *s;
+	struct skb_event *ev;
+	u32 r, fresh;
+	int changed;
+
+	if (take_entry(hook_id, &e))
+		return 0;
+	s = get_scratch();
+	if (!s || read_skb(s, (struct sk_buff *)e.skb))
+		return 0;
+	fill_state(s, hook_id);
+	ev = &s->ev;
+	copy_entry_to_event(ev, &e);
+	ev->ret = PT_REGS_RC(ctx);
+
+	changed = ev->frag_list_before != ev->frag_list_after ||
+		  ev->gso_size_before != ev->gso_size_after ||
+		  ev->gso_type_before != ev->gso_type_after ||
+		  ev->data_len_before != ev->data_len_after ||
+		  ev->nr_frags_before != ev->nr_frags_after;
+	if (changed)
+		note_change(e.skb, ev->head, hook_id, ev->ts_ns);
+
+	r = eval_rules(s, 0, in_tunnel_segment());
+	fresh = r & ~e.reasons;   /* report a bad state once, where it began */
+
+	if (ev->frag_list_before != ev->frag_list_after) {
+		u8 what = !ev->frag_list_before ? EV_CREATE :
+			  !ev->frag_list_after ? EV_CLEAR : EV_MODIFY;
+		emit(ctx, s, what, fresh);
+	} else if (fresh) {
+		emit(ctx, s, EV_INCONSISTENT, fresh);
+	}
+	return 0;
+}
+
+static __always_inline int on_copy_return(struct pt_regs *ctx, u32 hook_id)
+{
+	struct entry_t e = {};
+	struct scratch_t *s;
+	struct skb_event *ev;
+	u64 nskb = PT_REGS_RC(ctx);
+	u32 r;
+
+	if (take_entry(hook_id, &e))
+		return 0;
+	/* Copies of plain skbs are everyday traffic: only GSO or frag_list
+	 * state is worth a line. */
+	if (!e.frag_list && !e.gso_size)
+		return 0;
+	s = get_scratch();
+	if (!s)
+		return 0;
+	if (!nskb) {
+		if (read_skb(s, (struct sk_buff *)e.skb))
+			return 0;
+		fill_state(s, hook_id);
+		ev = &s->ev;
+		ev->skb = e.skb;
+		copy_entry_to_event(ev, &e);
+		ev->flags |= F_AFTER_UNREADABLE;
+		ev->frag_list_after = 0;
+		emit(ctx, s, EV_COPY_FAIL, 0);
+		return 0;
+	}
+	if (read_skb(s, (struct sk_buff *)nskb))
+		return 0;
+	fill_state(s, hook_id);
+	ev = &s->ev;
+	ev->skb = e.skb;
+	ev->new_skb = nskb;
+	ev->ret = nskb;
+	copy_entry_to_event(ev, &e);
+	note_change(nskb, ev->head, hook_id, ev->ts_ns);
+	r = eval_rules(s, 0, in_tunnel_segment());
+	emit(ctx, s, EV_PROPAGATE, r & ~e.reasons);
+	return 0;
+}
+
+static __always_inline int on_consume_enter(struct pt_regs *ctx, u32 hook_id,
+					    struct sk_buff *skb, u64 aux)
+{
+	struct task_key_t tk = {};
+	struct entry_key_t ek = {};
+	struct scratch_t *s;
+	struct last_t *l;
+	u64 key;
+	u32 depth;
+
+	count_hit(hook_id);
+	task_key(&tk);
+	depth = push_depth(&tk);
+	s = load(skb, hook_id);
+	if (!s)
+		return 0;
+	if (!s->ev.frag_list_after && !s->ev.gso_size_after)
+		return 0;
+	before_is_after(&s->ev);
+	s->ev.event = EV_ACCESS;
+	s->ev.aux = aux;
+	s->ev.flags |= F_AFTER_UNREADABLE;
+	s->ev.reasons = eval_rules(s, 0, in_tunnel_segment());
+	s->ev.severity = severity_of(s->ev.reasons);
+	if (s->ev.reasons)
+		s->ev.event = EV_INCONSISTENT;
+	key = s->ev.skb;
+	l = last_change.lookup(&key);
+	if (l) {
+		s->ev.last_hook = l->hook_id + 1;
+		s->ev.last_ts_ns = l->ts_ns;
+		if (l->head != s->ev.head)
+			s->ev.flags |= F_LAST_STALE;
+	}
+#if STACK_TRACES
+	s->ev.stack_id = stacks.get_stackid(ctx, 0);
+#endif
+	ek.tid = tk.tid;
+	ek.cpu = tk.cpu;
+	ek.depth = depth;
+	if (pending.update(&ek, &s->ev))
+		count(CNT_ENTRY_FULL);
+	return 0;
+}
+
+static __always_inline int on_consume_return(struct pt_regs *ctx, u32 hook_id)
+{
+	struct task_key_t tk = {};
+	struct entry_key_t ek = {};
+	struct skb_event *ev;
+	u32 d;
+
+	task_key(&tk);
+	if (pop_depth(&tk, &d))
+		return 0;
+	ek.tid = tk.tid;
+	ek.cpu = tk.cpu;
+	ek.depth = d;
+	ev = pending.lookup(&ek);
+	if (!ev)
+		return 0;
+	if (ev->hook_id == hook_id) {
+		ev->ret = PT_REGS_RC(ctx);
+		submit(ctx, ev);
+	} else {
+		count(CNT_UNPAIRED);
+	}
+	pending.delete(&ek);
+	return 0;
+}
+
+static __always_inline int on_bracket(int delta)
+{
+	struct task_key_t tk = {};
+	u32 *v, n;
+
+	task_key(&tk);
+	v = tnl_seg.lookup(&tk);
+	n = v ? *v : 0;
+	if (delta < 0 && n == 0)
+		return 0;
+	n += delta;
+	if (n)
+		tnl_seg.update(&tk, &n);
+	else
+		tnl_seg.delete(&tk);
+	return 0;
+}
+
+/* One line per hook, generated from skbtrace/hooks.py. SKB and AUX are
+ * expressions on ctx. A second attach backend (fentry/fexit) would define
+ * these five macros again, not the hooks. */
+#define HOOK_MUTATE(fn, id, SKB, AUX, HFLAGS) \
+int enter_##fn(struct pt_regs *ctx) { return on_enter(ctx, id, (struct sk_buff *)(SKB), (u64)(AUX), HFLAGS); } \
+int leave_##fn(struct pt_regs *ctx) { return on_mutate_return(ctx, id); }
+
+#define HOOK_COPY(fn, id, SKB, AUX, HFLAGS) \
+int enter_##fn(struct pt_regs *ctx) { return on_enter(ctx, id, (struct sk_buff *)(SKB), (u64)(AUX), HFLAGS); } \
+int leave_##fn(struct pt_regs *ctx) { return on_copy_return(ctx, id); }
+
+#define HOOK_CONSUME(fn, id, SKB, AUX, HFLAGS) \
+int enter_##fn(struct pt_regs *ctx) { return on_consume_enter(ctx, id, (struct sk_buff *)(SKB), (u64)(AUX)); } \
+int leave_##fn(struct pt_regs *ctx) { return on_consume_return(ctx, id); }
+
+#define HOOK_SEGMENT(fn, id, SKB, AUX, HFLAGS) \
+int enter_##fn(struct pt_regs *ctx) { return on_segment(ctx, id, (struct sk_buff *)(SKB), HFLAGS); }
+
+#define HOOK_BRACKET(fn, id, SKB, AUX, HFLAGS) \
+int enter_##fn(struct pt_regs *ctx) { count_hit(id); return on_bracket(1); } \
+int leave_##fn(struct pt_regs *ctx) { return on_bracket(-1); }
+
+HOOK_LINES

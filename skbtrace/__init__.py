@@ -1,0 +1,7 @@
+"""skbtrace: shared code of skb_frag_list_watcher and skb_vxlan_source_detector.
+
+Pipeline: bpf/*.c -> loader (the only module importing bcc) -> decoder ->
+filters (in-kernel, from filters.py) -> formatter -> sink, with stats on exit.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,95 @@
+"""The event record, read from bpf/skb_event.h so C and Python cannot drift.
+
+The header is parsed once at import: its #define constants become module
+attributes (EV_CREATE, RSN_SEG_NO_PAYLOAD, ...) and struct skb_event becomes
+the ctypes class SkbEvent. tests/unit check the layout against gcc.
+"""
+import ctypes
+import os
+import re
+
+from skbtrace import paths
+
+_CTYPES = {
+    "u8": ctypes.c_uint8,
+    "u16": ctypes.c_uint16,
+    "u32": ctypes.c_uint32,
+    "u64": ctypes.c_uint64,
+    "s32": ctypes.c_int32,
+    "s64": ctypes.c_int64,
+    "char": ctypes.c_char,
+}
+
+_DEFINE_RE = re.compile(r"^#define\s+([A-Z][A-Z0-9_]*)\s+(\(?[^/\n]*?\)?)\s*(?:/\*.*)?$")
+_FIELD_RE = re.compile(r"^\s*(u8|u16|u32|u64|s32|s64|char)\s+(\w+)(?:\[(\d+)\])?;")
+
+
+def header_path():
+    return os.path.join(paths.bpf_dir(), "skb_event.h")
+
+
+def _eval_define(expr, known):
+    expr = expr.strip()
+    if not expr:
+        return None
+    names = re.findall(r"\b[A-Za-z_]\w*", re.sub(r"\b0[xX][0-9a-fA-F]+\b", "0", expr))
+    if any(n not in known for n in names):
+        return None
+    try:
+        return int(eval(expr, {"__builtins__": {}}, dict(known)))  # noqa: S307 - our own header
+    except Exception:
+        return None
+
+
+def parse_header(text):
+    """Return (constants dict, [(field, ctype)]) from the header text."""
+    consts = {}
+    fields = []
+    in_struct = False
+    for line in text.splitlines():
+        if line.startswith("struct skb_event {"):
+            in_struct = True
+            continue
+        if in_struct:
+            if line.startswith("};"):
+                in_struct = False
+                continue
+            m = _FIELD_RE.match(line)
+            if m:
+                ctype = _CTYPES[m.group(1)]
+                if m.group(3):
+                    ctype = ctype * int(m.group(3))
+                fields.append((m.group(2), ctype))
+            continue
+        m = _DEFINE_RE.match(line)
+        if m and m.group(1) != "SKB_EVENT_H":
+            value = _eval_define(m.group(2), consts)
+            if value is not None:
+                consts[m.group(1)] = value
+    return consts, fields
+
+
+with open(header_path()) as _f:
+    CONSTANTS, FIELDS = parse_header(_f.read())
+
+globals().update(CONSTANTS)
+
+
+class SkbEvent(ctypes.Structure):
+    _fields_ = FIELDS
+
+
+def _names(prefix):
+    return dict((v, k[len(prefix):]) for k, v in CONSTANTS.items()
+                if k.startswith(prefix) and not k.endswith("_MASK"))
+
+
+EVENT_NAMES = _names("EV_")          # 1 -> "CREATE"
+REASON_NAMES = dict((v, k) for k, v in _names("RSN_").items())  # "SEG_NO_PAYLOAD" -> bit
+REASON_BITS = sorted((v, k[4:]) for k, v in CONSTANTS.items()
+                     if k.startswith("RSN_") and not k.endswith("_MASK"))
+SEVERITY_NAMES = {0: "", 1: "WARNING", 2: "CRITICAL"}
+
+
+def reason_names(bits):
+    return [name for value, name in REASON_BITS if bits & value]

@@ -1,0 +1,125 @@
+"""Every hook of both tools, declared once.
+
+A hook names the kernel function (and the names it had in other kernels), the
+kind of probe the C side instantiates for it (bpf/*.c defines one HOOK_<KIND>
+macro per kind), the event it reports, where the skb and the argument worth
+showing are. The loader turns the hooks present in the running kernel into
+HOOK_<KIND>(...) lines; hook ids are positions in the tool's table.
+"""
+import re
+
+PARM = "PT_REGS_PARM%d(ctx)"
+
+# kinds, as the C macros are named
+MUTATE, COPY, CONSUME, SEGMENT, BRACKET = "MUTATE", "COPY", "CONSUME", "SEGMENT", "BRACKET"
+GSO_CHANGE, VIRTIO_BRACKET, VIRTIO_SKB = "GSO_CHANGE", "VIRTIO_BRACKET", "VIRTIO_SKB"
+
+# flags, as in bpf/*.c
+HF_ENTRY_CHECK = 1
+HF_CRASH_CHECK = 2
+
+_SUFFIX = r"(\.(isra|constprop|part|cold|llvm)\.\d+)*"
+
+
+class Hook(object):
+    def __init__(self, name, kind, event, skb=1, aux=None, flags=0, names=None,
+                 module=None, why=""):
+        self.name = name                        # canonical name, shown in output
+        self.kind = kind
+        self.event = event                      # what it reports, for docs and --help
+        self.skb = skb                          # argument number, or a C expression
+        self.aux = aux                          # argument number, C expression or None
+        self.flags = flags
+        self.names = tuple(names or (name,))    # names across kernels, tried in order
+        self.module = module                    # kernel module that must be loaded
+        self.why = why
+        self.hook_id = None                     # set by the table
+        self.symbol = None                      # resolved kernel symbol
+        self.skip_reason = None
+
+    def c_ident(self):
+        return re.sub(r"[^A-Za-z0-9_]", "_", self.name)
+
+    def _expr(self, what):
+        if what is None:
+            return "0"
+        if isinstance(what, int):
+            return PARM % what
+        return what
+
+    def c_line(self):
+        return "HOOK_%s(%s, %d, %s, %s, %d)" % (
+            self.kind, self.c_ident(), self.hook_id, self._expr(self.skb),
+            self._expr(self.aux), self.flags)
+
+    def symbol_regex(self):
+        return r"^(%s)%s$" % ("|".join(re.escape(n) for n in self.names), _SUFFIX)
+
+    def has_return(self):
+        return self.kind not in (SEGMENT, VIRTIO_SKB)
+
+    def __repr__(self):
+        return "Hook(%s)" % self.name
+
+
+def table(hooks):
+    for i, h in enumerate(hooks):
+        h.hook_id = i
+    return hooks
+
+
+# skb_gro_receive() took struct sk_buff **head before 4.19 (list_head GRO);
+# the loader picks this expression when BTF says so.
+GRO_HEAD_PP = "deref_skb_pp((void *)PT_REGS_PARM1(ctx))"
+
+
+def watcher_hooks():
+    return table([
+        Hook("skb_gro_receive_list", MUTATE, "CREATE",
+             why="fraglist GRO chains the packet to the held skb's frag_list"),
+        Hook("skb_gro_receive", MUTATE, "CREATE",
+             why="classic GRO falls back to frag_list when frags cannot take the data"),
+        Hook("skb_segment_list", MUTATE, "CLEAR/ACCESS", flags=HF_ENTRY_CHECK,
+             why="splits a fraglist GSO skb back into its frag_list members"),
+        Hook("__pskb_pull_tail", MUTATE, "CLEAR/MODIFY", aux=2,
+             why="what __skb_linearize and pskb_may_pull call; eats frag_list members"),
+        Hook("pskb_expand_head", MUTATE, "CLEAR/MODIFY", aux=2,
+             why="reallocates the head; clones of frag_list are taken here"),
+        Hook("___pskb_trim", MUTATE, "CLEAR/MODIFY", aux=2,
+             why="trimming can drop frag_list members (skb_drop_fraglist)"),
+        Hook("pskb_carve", MUTATE, "CLEAR/MODIFY", aux=2,
+             why="rewrites frag_list in place (usually inlined into pskb_extract)"),
+        Hook("skb_condense", MUTATE, "CLEAR/MODIFY",
+             why="pulls small frags into the head"),
+        Hook("bpf_skb_pull_data", MUTATE, "CLEAR/MODIFY", aux=2,
+             why="BPF helper; pulls frag_list data into the head (fix fa5ef655615a)"),
+        Hook("ip_do_fragment", CONSUME, "ACCESS", skb=3,
+             why="IPv4 fragmentation walks and empties frag_list (fast path)"),
+        Hook("ip6_fragment", CONSUME, "ACCESS", skb=3,
+             why="IPv6 fragmentation walks and empties frag_list (fast path)"),
+        Hook("__pskb_copy_fclone", COPY, "PROPAGATE",
+             why="pskb_copy: the copy shares frag_list and inherits gso state"),
+        Hook("skb_realloc_headroom", COPY, "PROPAGATE",
+             why="copy with more headroom"),
+        Hook("skb_copy", COPY, "PROPAGATE/COPY_FAIL",
+             why="refuses SKB_GSO_FRAGLIST skbs with a NULL return"),
+        Hook("skb_copy_expand", COPY, "PROPAGATE/COPY_FAIL",
+             why="refuses SKB_GSO_FRAGLIST skbs with a NULL return"),
+        Hook("pskb_extract", COPY, "PROPAGATE",
+             why="clone + carve: the clone's frag_list is rewritten"),
+        Hook("udp4_ufo_fragment", SEGMENT, "ACCESS", names=("udp4_ufo_fragment", "udp4_gso_segment"),
+             flags=HF_ENTRY_CHECK, why="UDP GSO entry point (IPv4)"),
+        Hook("udp6_ufo_fragment", SEGMENT, "ACCESS", names=("udp6_ufo_fragment", "udp6_gso_segment"),
+             flags=HF_ENTRY_CHECK, why="UDP GSO entry point (IPv6)"),
+        Hook("__udp_gso_segment", SEGMENT, "ACCESS", flags=HF_ENTRY_CHECK,
+             why="UDP GSO segmentation (frag_list or frags)"),
+        Hook("skb_segment", SEGMENT, "ACCESS/INCONSISTENT",
+             flags=HF_ENTRY_CHECK | HF_CRASH_CHECK,
+             why="the crash site: dereferences frag_list when head and frags run out"),
+        Hook("skb_udp_tunnel_segment", BRACKET, "-",
+             why="tunnel segmentation rewrites tunnel metadata itself; rules pause inside"),
+    ])
+
+
+def by_id(hooks):
+    return dict((h.hook_id, h) for h in hooks)
