@@ -32,9 +32,13 @@ class GsoTable(object):
     @classmethod
     def from_kernel(cls, path=btf.BTF_PATH):
         try:
-            enum = btf.BTF.load(path).enum_containing("SKB_GSO_TCPV4")
+            return cls.from_btf(btf.BTF.load(path))
         except btf.BTFError:
-            enum = None
+            return cls.from_btf(None)
+
+    @classmethod
+    def from_btf(cls, kernel_btf):
+        enum = kernel_btf.enum_containing("SKB_GSO_TCPV4") if kernel_btf else None
         if not enum:
             return cls(FALLBACK, "built-in table (6.1 values; no BTF)")
         bits = [(name[len("SKB_GSO_"):], value) for name, value in enum.items()

@@ -1,0 +1,68 @@
+"""Command-line options both tools share, validated before anything loads."""
+import argparse
+import sys
+
+from skbtrace.errors import UserError
+
+DEFAULT_BUFFER_PAGES = 64
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit 2."""
+
+    def error(self, message):
+        sys.stderr.write("%s: error: %s (see --help)\n" % (self.prog, message))
+        sys.exit(2)
+
+
+def positive_power_of_two(text):
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("'%s' is not a number" % text)
+    if n <= 0 or n & (n - 1):
+        raise argparse.ArgumentTypeError("%d is not a power of two (perf buffers need one)" % n)
+    return n
+
+
+def make_parser(prog, description, examples):
+    p = Parser(prog=prog, description=description, epilog=examples,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    f = p.add_argument_group("filters (compiled into the BPF program)")
+    f.add_argument("--gso-only", action="store_true",
+                   help="only skbs with gso_size > 0")
+    f.add_argument("--src-ip", metavar="ADDR",
+                   help="only packets from ADDR (IPv4 or IPv6; outer or inner header)")
+    f.add_argument("--dst-ip", metavar="ADDR",
+                   help="only packets to ADDR (IPv4 or IPv6; outer or inner header)")
+    f.add_argument("--interface", metavar="IFNAME",
+                   help="only skbs whose device or input interface is IFNAME "
+                        "(resolved in the tool's network namespace)")
+    o = p.add_argument_group("output")
+    o.add_argument("-v", "--verbose", action="store_true",
+                   help="add COMM, PID, frag_list and GSO columns and a flow line")
+    o.add_argument("--stack-trace", action="store_true",
+                   help="kernel stack under each event (costs a stack walk per event)")
+    o.add_argument("--json", action="store_true",
+                   help="one JSON object per line (schema in docs/)")
+    o.add_argument("-o", "--output", metavar="FILE",
+                   help="append events and statistics to FILE (line-buffered)")
+    o.add_argument("--buffer-pages", type=positive_power_of_two, default=DEFAULT_BUFFER_PAGES,
+                   metavar="N", help="perf buffer pages per CPU, a power of two (default %d)"
+                   % DEFAULT_BUFFER_PAGES)
+    p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def run_main(real_main, argv=None):
+    """Turn UserError into one line and an exit code; Ctrl-C before tracing
+    started exits quietly."""
+    prog = None
+    try:
+        return real_main(argv)
+    except UserError as e:
+        prog = prog or (sys.argv[0].rsplit("/", 1)[-1] if sys.argv else "skbtrace")
+        sys.stderr.write("%s: error: %s\n" % (prog, e))
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130

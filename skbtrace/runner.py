@@ -1,0 +1,164 @@
+"""The run loop both tools share: checks, hook resolution, compile, attach,
+poll, statistics on SIGINT/SIGTERM."""
+import signal
+
+from skbtrace import btf, event, gso as gso_mod, hooks as hooks_mod, loader
+from skbtrace.clock import Clock
+from skbtrace.decoder import Decoder
+from skbtrace.errors import EnvError
+from skbtrace.formatter import Formatter
+from skbtrace.sink import ReaderGone, Sink, info
+
+POLL_MS = 100
+LAST_CHANGE_ENTRIES = 65536
+
+
+class Tool(object):
+    """What differs between the two tools. Subclasses override the hooks."""
+    name = None
+    c_file = None
+    event_names = ()
+
+    def __init__(self, args, filters):
+        self.args = args
+        self.filters = filters
+        self.hooks = self.make_hooks()
+        self.kernel_btf = None
+        self.gso = gso_mod.DEFAULT
+        self.notes = []             # startup notes about what this kernel allows
+
+    def make_hooks(self):
+        raise NotImplementedError
+
+    def load_btf(self):
+        try:
+            self.kernel_btf = btf.BTF.load()
+        except btf.BTFError:
+            self.kernel_btf = None
+        self.gso = gso_mod.GsoTable.from_btf(self.kernel_btf)
+        if self.kernel_btf is None:
+            self.notes.append("no kernel BTF: gso_type names from the built-in 6.1 table")
+        self.adapt_hooks()
+
+    def adapt_hooks(self):
+        for h in self.hooks:
+            if h.name == "skb_gro_receive" and self.kernel_btf is not None:
+                depth = self.kernel_btf.func_first_param_ptr_depth("skb_gro_receive")
+                if depth == 2:      # before 4.19: skb_gro_receive(struct sk_buff **head, ...)
+                    h.skb = hooks_mod.GRO_HEAD_PP
+
+    def config_lines(self):
+        lines = ["#define STACK_TRACES %d" % (1 if self.args.stack_trace else 0),
+                 "#define LAST_CHANGE_ENTRIES %d" % LAST_CHANGE_ENTRIES]
+        lines += self.gso.c_defines()
+        lines += self.filters.c_defines()
+        return lines
+
+    def program_text(self, hooks):
+        return loader.build_text(self.c_file, [h.c_line() for h in hooks],
+                                 self.config_lines(), self.name)
+
+    # per-record hooks for subclasses
+    def on_record(self, record):
+        pass
+
+    def extra_stats(self, stats):
+        pass
+
+    def before_trace(self, sink):
+        pass
+
+
+class _Stop(object):
+    def __init__(self):
+        self.signal = None
+
+    def __call__(self, signum, _frame):
+        self.signal = signum
+
+
+def run(tool, formatter_cls=Formatter, stats=None):
+    args = tool.args
+    sink = Sink(args.output)
+    stop = _Stop()
+    clock = Clock()
+    tool.load_btf()
+    if args.ebpf:
+        print(tool.program_text(tool.hooks))
+        return 0
+    bcc = loader.preflight()
+    loader.resolve_hooks(bcc.BPF, tool.hooks)
+    present = [h for h in tool.hooks if h.symbol]
+    for h in tool.hooks:
+        if not h.symbol:
+            info("skipped hook %s: %s" % (h.name, h.skip_reason))
+    if not present:
+        raise EnvError("none of the hooks exists in this kernel: %s" % ", ".join(
+            h.name for h in tool.hooks))
+    for n in tool.notes:
+        info("note: %s" % n)
+    program = loader.Program(bcc, tool.program_text(present), present)
+    info("compiling %d hooks (filters: %s)..." % (len(present), tool.filters.describe()))
+    program.compile()
+    program.attach()
+    decoder = Decoder(tool.hooks)
+    formatter = formatter_cls(clock, tool.gso, verbose=args.verbose, json_mode=args.json,
+                              tool=tool.name)
+    if stats is None:
+        from skbtrace.stats import Stats
+        stats = Stats(tool.hooks, tool.event_names)
+
+    def on_event(data):
+        # An exception cannot cross bcc's ctypes callback (it would be printed
+        # and swallowed there), so it is turned into a stop request.
+        if stop.signal is not None and sink.gone:
+            return
+        try:
+            record = decoder.decode(data)
+            if args.stack_trace:
+                record.stack = program.stack(record.stack_id)
+            stats.add(record)
+            tool.on_record(record)
+            for line in formatter.lines(record):
+                sink.write(line)
+        except ReaderGone:
+            stop.signal = "pipe"
+        except ValueError as e:
+            stats.decode_errors += 1
+            info("event dropped: %s" % e)
+
+    program.open(on_event, args.buffer_pages)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        tool.before_trace(sink)
+        for line in formatter.header():
+            sink.write(line)
+        info("Tracing %d hooks (%d skipped)... Hit Ctrl-C to end." % (
+            len(program.attached), len(tool.hooks) - len(program.attached)))
+        while stop.signal is None:
+            program.poll(POLL_MS)
+        if stop.signal != "pipe":
+            program.poll(0)     # drain what is already in the buffers
+    except ReaderGone:
+        return 0
+    if sink.gone:
+        return 0
+    kernel = program.counters()
+    hits = program.hook_hits()
+    tool.extra_stats(stats)
+    try:
+        if args.json:
+            import json
+            sink.write(json.dumps(stats.to_dict(kernel, program.lost_total, hits), sort_keys=True))
+        else:
+            for line in stats.render(kernel, program.lost_total, hits):
+                sink.write(line)
+        if args.output and not args.json:
+            for line in stats.render(kernel, program.lost_total, hits):
+                info(line)
+    except ReaderGone:
+        return 0
+    finally:
+        sink.close()
+    return 0

@@ -1,0 +1,92 @@
+"""Counts kept while tracing and the table printed at exit (SIGINT/SIGTERM).
+
+Layout follows the users' guide (seed 001) and adds what the guide missed:
+per-hook hits and events, hooks that were skipped and why, events lost per
+CPU buffer (perf_submit failures counted in the kernel) and in user space
+(bcc's lost callback)."""
+from collections import OrderedDict
+
+from skbtrace import event
+
+
+class Stats(object):
+    def __init__(self, hooks, event_names):
+        self.hooks = hooks
+        self.event_names = event_names      # the events this tool can emit, in order
+        self.by_event = OrderedDict((n, 0) for n in event_names)
+        self.by_severity = {"WARNING": 0, "CRITICAL": 0}
+        self.by_hook = {}
+        self.total = 0
+        self.decode_errors = 0
+        self.extra = OrderedDict()          # tool-specific lines (detector verdicts...)
+
+    def add(self, record):
+        self.total += 1
+        name = record.event_name
+        self.by_event[name] = self.by_event.get(name, 0) + 1
+        if record.severity_name:
+            self.by_severity[record.severity_name] += 1
+        self.by_hook[record.hook_id] = self.by_hook.get(record.hook_id, 0) + 1
+
+    def render(self, kernel, lost_cb_total, hook_hits, attach_notes=None):
+        """kernel: dict counter name -> per-CPU list (from Program.counters())."""
+        out = ["", "--- Statistics ---", "%-20s%d" % ("Total events:", self.total)]
+        for name, n in self.by_event.items():
+            label = "%s:" % name if name == "INCONSISTENT" else "%s events:" % name
+            line = "  %-18s%d" % (label, n)
+            if name == "INCONSISTENT":
+                line += "    (CRITICAL %d, WARNING %d)" % (self.by_severity["CRITICAL"],
+                                                           self.by_severity["WARNING"])
+            out.append(line)
+        filtered = sum(kernel.get("FILTERED", []))
+        out.append("  %-18s%d" % ("Filtered out:", filtered))
+        per_cpu = kernel.get("SUBMIT_FAIL", [])
+        lost = sum(per_cpu)
+        out.append("%-20s%d (kernel side, per CPU buffer: %s; user side, perf lost "
+                   "callback: %d)" % ("Lost events:", lost + lost_cb_total,
+                                      " ".join("cpu%d=%d" % (i, n) for i, n in
+                                               enumerate(per_cpu)) or "n/a",
+                                      lost_cb_total))
+        unpaired = sum(kernel.get("UNPAIRED", []))
+        full = sum(kernel.get("ENTRY_FULL", []))
+        if unpaired or full:
+            out.append("%-20s%d unpaired returns, %d entry records not stored (map full)"
+                       % ("Bookkeeping:", unpaired, full))
+        for k, v in self.extra.items():
+            out.append("%-20s%s" % (k + ":", v))
+        out.append("Hooks:")
+        out.append("  %-26s %10s %8s  %s" % ("HOOK", "HITS", "EVENTS", "STATUS"))
+        for h in self.hooks:
+            if h.symbol:
+                status = "attached %s" % h.symbol
+                if attach_notes and h.name in attach_notes:
+                    status += " (%s)" % attach_notes[h.name]
+                out.append("  %-26s %10d %8d  %s" % (h.name, hook_hits.get(h.hook_id, 0),
+                                                     self.by_hook.get(h.hook_id, 0), status))
+            else:
+                out.append("  %-26s %10s %8s  skipped: %s" % (h.name, "-", "-",
+                                                             h.skip_reason or "not attached"))
+        return out
+
+    def to_dict(self, kernel, lost_cb_total, hook_hits):
+        return {
+            "type": "statistics",
+            "total_events": self.total,
+            "events": dict(self.by_event),
+            "severity": dict(self.by_severity),
+            "filtered_out": sum(kernel.get("FILTERED", [])),
+            "lost_per_cpu": list(kernel.get("SUBMIT_FAIL", [])),
+            "lost_user_space": lost_cb_total,
+            "unpaired_returns": sum(kernel.get("UNPAIRED", [])),
+            "entry_map_full": sum(kernel.get("ENTRY_FULL", [])),
+            "extra": dict(self.extra),
+            "hooks": [{"name": h.name, "symbol": h.symbol,
+                       "hits": hook_hits.get(h.hook_id, 0) if h.symbol else None,
+                       "events": self.by_hook.get(h.hook_id, 0),
+                       "skipped": h.skip_reason} for h in self.hooks],
+        }
+
+
+WATCHER_EVENTS = [event.EVENT_NAMES[v] for v in (
+    event.EV_CREATE, event.EV_CLEAR, event.EV_MODIFY, event.EV_PROPAGATE,
+    event.EV_COPY_FAIL, event.EV_ACCESS, event.EV_INCONSISTENT)]
