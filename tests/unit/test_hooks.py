@@ -1,0 +1,42 @@
+import re
+
+from skbtrace import hooks
+
+
+def test_ids_and_names_unique():
+    hs = hooks.watcher_hooks()
+    assert [h.hook_id for h in hs] == list(range(len(hs)))
+    assert len(set(h.name for h in hs)) == len(hs)
+    assert len(hs) <= 64  # MAX_HOOKS in bpf/skb_event.h
+
+
+def test_issue_hook_list_is_covered():
+    names = set(h.name for h in hooks.watcher_hooks())
+    for n in ("skb_gro_receive_list", "skb_gro_receive", "skb_segment_list", "__pskb_pull_tail",
+              "pskb_expand_head", "___pskb_trim", "pskb_carve", "pskb_extract", "ip_do_fragment",
+              "ip6_fragment", "skb_condense", "bpf_skb_pull_data", "__pskb_copy_fclone",
+              "skb_realloc_headroom", "skb_copy", "skb_copy_expand", "udp4_ufo_fragment",
+              "skb_segment"):
+        assert n in names, n
+
+
+def test_symbol_regex_is_anchored():
+    seg = [h for h in hooks.watcher_hooks() if h.name == "skb_segment"][0]
+    rx = re.compile(seg.symbol_regex())
+    assert rx.match("skb_segment")
+    assert rx.match("skb_segment.isra.0")
+    assert rx.match("skb_segment.constprop.3")
+    assert not rx.match("skb_segment_list")
+    assert not rx.match("__skb_segment")
+    udp = [h for h in hooks.watcher_hooks() if h.name == "udp4_ufo_fragment"][0]
+    assert re.match(udp.symbol_regex(), "udp4_gso_segment")
+
+
+def test_c_lines():
+    hs = hooks.by_id(hooks.watcher_hooks())
+    lines = [h.c_line() for h in hs.values()]
+    assert "HOOK_SEGMENT(skb_segment, 19, PT_REGS_PARM1(ctx), 0, 3)" in lines
+    frag = [h for h in hs.values() if h.name == "ip_do_fragment"][0]
+    assert frag.c_line().startswith("HOOK_CONSUME(ip_do_fragment, %d, PT_REGS_PARM3(ctx)" % frag.hook_id)
+    pull = [h for h in hs.values() if h.name == "__pskb_pull_tail"][0]
+    assert pull.c_line() == "HOOK_MUTATE(__pskb_pull_tail, %d, PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), 0)" % pull.hook_id
