@@ -1,0 +1,92 @@
+"""A stand-in for the bcc module, for testing the run loop (signals, pipes,
+statistics, skipped hooks) without a kernel. It proves nothing about the BPF
+side: tests/lab runs the real tools on real kernels for that."""
+import ctypes
+import os
+import re
+import signal
+
+from skbtrace import event
+
+
+class FakeTable(object):
+    def __init__(self, bpf, name):
+        self.bpf = bpf
+        self.name = name
+
+    def __getitem__(self, key):
+        idx = key.value if isinstance(key, ctypes.c_int) else key
+        return self.bpf.percpu.get((self.name, idx), [0, 0])
+
+    def open_perf_buffer(self, cb, page_cnt=8, lost_cb=None):
+        assert page_cnt & (page_cnt - 1) == 0
+        self.bpf.cb = cb
+        self.bpf.lost_cb = lost_cb
+
+    def walk(self, stack_id):
+        return [0xffffffff81000010, 0xffffffff81000020]
+
+
+class BPF(object):
+    available = []          # kernel function names this fake kernel has
+    script = []             # list of polls: each a list of event bytes
+    stop_signal = signal.SIGTERM
+    lost = 0
+    percpu = {}
+    instances = []
+
+    def __init__(self, text=None, **kw):
+        self.text = text
+        self.attached = []
+        self.cb = None
+        self.lost_cb = None
+        self.polls = 0
+        BPF.instances.append(self)
+
+    @classmethod
+    def get_kprobe_functions(cls, regex):
+        rx = re.compile(regex.decode())
+        return [n.encode() for n in cls.available if rx.match(n)]
+
+    def attach_kprobe(self, event=None, fn_name=None):
+        self.attached.append(("kprobe", event.decode(), fn_name.decode()))
+
+    def attach_kretprobe(self, event=None, fn_name=None, maxactive=0):
+        self.attached.append(("kretprobe", event.decode(), fn_name.decode()))
+
+    def detach_kprobe(self, event=None):
+        pass
+
+    def __getitem__(self, name):
+        return FakeTable(self, name)
+
+    def perf_buffer_poll(self, timeout=-1):
+        if self.polls < len(BPF.script):
+            for data in BPF.script[self.polls]:
+                buf = ctypes.create_string_buffer(data, len(data))
+                self.cb(0, ctypes.cast(buf, ctypes.c_void_p), len(data))
+        elif self.polls == len(BPF.script):
+            if BPF.lost and self.lost_cb:
+                self.lost_cb(BPF.lost)
+            os.kill(os.getpid(), BPF.stop_signal)
+        self.polls += 1
+
+    def ksym(self, addr, show_offset=False):
+        return b"fake_fn+0x%x" % (addr & 0xff)
+
+
+class Module(object):
+    BPF = BPF
+
+
+def install(monkeypatch=None):
+    """Make skbtrace.loader.preflight() return this fake."""
+    from skbtrace import loader
+    mod = Module()
+    if monkeypatch is not None:
+        monkeypatch.setattr(loader, "preflight", lambda: mod)
+        monkeypatch.setattr(loader, "kallsyms_counts", lambda names: ({}, {}))
+    else:
+        loader.preflight = lambda: mod
+        loader.kallsyms_counts = lambda names: ({}, {})
+    return mod

@@ -1,0 +1,116 @@
+"""The run loop with a fake bcc: SIGINT/SIGTERM statistics, pipes, skipped
+hooks, per-CPU lost counts. The real BPF side is tested in tests/lab."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+import fakebcc
+from helpers import make_event, to_bytes
+from skbtrace import event, hooks
+from skbtrace.watcher import main
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ID = dict((h.name, h.hook_id) for h in hooks.watcher_hooks())
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    fakebcc.install(monkeypatch)
+    fakebcc.BPF.available = ["skb_segment", "skb_segment_list", "skb_gro_receive_list",
+                             "pskb_expand_head", "__pskb_pull_tail", "udp4_gso_segment"]
+    fakebcc.BPF.instances = []
+    fakebcc.BPF.lost = 0
+    fakebcc.BPF.percpu = {}
+    fakebcc.BPF.stop_signal = signal.SIGTERM
+    yield fakebcc
+    for s, h in old.items():
+        signal.signal(s, h)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_prints_statistics(fake, capsys, sig):
+    fake.BPF.stop_signal = sig
+    fake.BPF.lost = 3
+    fake.BPF.percpu = {("counters", event.CNT_FILTERED): [10, 5],
+                       ("counters", event.CNT_SUBMIT_FAIL): [1, 0],
+                       ("hook_hits", ID["skb_segment"]): [7, 8]}
+    fake.BPF.script = [[to_bytes(make_event(event=event.EV_CREATE, hook_id=ID["skb_gro_receive_list"],
+                                            frag_list_after=0xffff000000000001))],
+                       [to_bytes(make_event(event=event.EV_INCONSISTENT, hook_id=ID["skb_segment"],
+                                            severity=2, reasons=event.RSN_SEG_NO_PAYLOAD,
+                                            gso_size_after=1348))]]
+    assert main(["--gso-only"]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].startswith("TIME ")
+    assert " CREATE " in lines[2] and "INCONSISTENT" in lines[3] and "[CRITICAL]" in lines[3]
+    assert "Total events:       2" in out
+    assert "Filtered out:     15" in out
+    assert "Lost events:        4 (kernel side, per CPU buffer: cpu0=1 cpu1=0; user side, perf lost callback: 3)" in out
+    assert "skipped: not in this kernel" in out
+    seg = [l for l in lines if l.strip().startswith("skb_segment ")][0].split()
+    assert seg[1:3] == ["15", "1"]
+    assert "skipped hook pskb_carve: not in this kernel" in err
+    assert "Tracing " in err and "Hit Ctrl-C to end." in err
+    # the program text had the filter and only the present hooks
+    text = fake.BPF.instances[-1].text
+    assert "#define FILTER_GSO_ONLY 1" in text
+    assert "HOOK_SEGMENT(skb_segment, %d," % ID["skb_segment"] in text
+    assert "HOOK_MUTATE(pskb_carve" not in text
+    kinds = set((k, sym) for k, sym, _fn in fake.BPF.instances[-1].attached)
+    assert ("kretprobe", "pskb_expand_head") in kinds and ("kprobe", "udp4_gso_segment") in kinds
+    assert ("kretprobe", "skb_segment") not in kinds
+
+
+def test_json_mode_and_output_file(fake, tmp_path, capsys):
+    fake.BPF.script = [[to_bytes(make_event(event=event.EV_CLEAR, hook_id=ID["skb_segment_list"],
+                                            frag_list_before=0xffff000000000001))]]
+    log = tmp_path / "w.log"
+    assert main(["--json", "-o", str(log)]) == 0
+    objs = [json.loads(l) for l in log.read_text().splitlines()]
+    assert objs[0]["event"] == "CLEAR" and objs[0]["function"] == "skb_segment_list"
+    assert objs[-1]["type"] == "statistics" and objs[-1]["events"]["CLEAR"] == 1
+    assert capsys.readouterr().out == ""
+
+
+def test_stack_trace_symbols(fake, capsys):
+    fake.BPF.script = [[to_bytes(make_event(event=event.EV_CLEAR, hook_id=ID["pskb_expand_head"],
+                                            frag_list_before=1, stack_id=4))]]
+    assert main(["--stack-trace"]) == 0
+    out = capsys.readouterr().out
+    assert "        fake_fn+0x10\n        fake_fn+0x20" in out
+    assert "#define STACK_TRACES 1" in fake.BPF.instances[-1].text
+
+
+def test_no_hook_present(fake, capsys):
+    fake.BPF.available = []
+    assert main([]) == 1
+    assert "none of the hooks exists in this kernel" in capsys.readouterr().err
+
+
+def run_piped(reader_cmd, npolls=50):
+    p1 = subprocess.Popen([sys.executable, os.path.join(HERE, "fake_run.py"), "watcher",
+                           str(npolls), "SIGTERM"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p2 = subprocess.Popen(reader_cmd, stdin=p1.stdout, stdout=subprocess.PIPE)
+    p1.stdout.close()
+    out = p2.communicate(timeout=60)[0]
+    err = p1.communicate(timeout=60)[1]
+    return p1.returncode, out.decode(), err.decode()
+
+
+def test_head_ends_quietly():
+    rc, out, err = run_piped(["head", "-3"])
+    assert len(out.splitlines()) == 3
+    assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err
+    assert rc == 0
+
+
+def test_grep_sees_lines_and_stats():
+    rc, out, err = run_piped(["grep", "-E", "ACCESS|Total events"], npolls=3)
+    assert rc == 0
+    assert out.count(" ACCESS       skb_segment ") == 30 and "Total events:       30" in out
