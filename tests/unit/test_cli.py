@@ -1,0 +1,109 @@
+"""The launcher as users run it: bad input and a bad environment give one
+line on stderr and a non-zero exit, never a traceback."""
+import os
+import pwd
+import subprocess
+import sys
+
+import pytest
+
+from skbtrace import loader
+from skbtrace.errors import EnvError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WATCHER = os.path.join(ROOT, "skb_frag_list_watcher.py")
+
+
+def run(args, **kw):
+    p = subprocess.Popen([sys.executable, WATCHER] + args, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, cwd="/", **kw)
+    out, err = p.communicate(timeout=60)
+    return p.returncode, out.decode(), err.decode()
+
+
+def one_line_error(rc, err, code, text):
+    assert rc == code, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert text in err, err
+
+
+@pytest.mark.parametrize("args,text", [
+    (["--src-ip", "10.0.0"], "--src-ip: '10.0.0' is not an IPv4 or IPv6 address"),
+    (["--dst-ip", "fe80:::1"], "--dst-ip: 'fe80:::1' is not an IPv4 or IPv6 address"),
+    (["--interface", "nosuchif0"], "--interface: no interface named 'nosuchif0'"),
+    (["--buffer-pages", "12"], "12 is not a power of two"),
+    (["--buffer-pages", "x"], "'x' is not a number"),
+    (["--no-such-option"], "unrecognized arguments: --no-such-option"),
+    (["-o", "/nonexistent-dir/x.log"], "-o/--output: cannot open /nonexistent-dir/x.log"),
+])
+def test_bad_input(args, text):
+    rc, out, err = run(args)
+    one_line_error(rc, err, 2, text)
+
+
+def test_help_has_examples_and_hides_ebpf():
+    rc, out, err = run(["--help"])
+    assert rc == 0
+    assert "examples:" in out and "--gso-only" in out and "--stack-trace" in out
+    assert "--ebpf" not in out
+
+
+def test_ebpf_prints_final_text_without_root_or_bcc():
+    rc, out, err = run(["--ebpf", "--src-ip", "198.18.1.1", "--gso-only"])
+    assert rc == 0, err
+    assert "#define FILTER_SRC 1" in out and "#define FILTER_GSO_ONLY 1" in out
+    assert "struct skb_event {" in out            # the header is inlined
+    assert '#include "' not in out                # no local include left
+    assert "HOOK_SEGMENT(skb_segment," in out
+    assert "HOOK_LINES" not in out
+
+
+def test_ebpf_into_head_is_quiet():
+    p1 = subprocess.Popen([sys.executable, WATCHER, "--ebpf"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE)
+    p2 = subprocess.Popen(["head", "-1"], stdin=p1.stdout, stdout=subprocess.PIPE)
+    p1.stdout.close()
+    p2.communicate(timeout=60)
+    err = p1.communicate(timeout=60)[1].decode()
+    assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def _nobody():
+    os.setgid(65534)
+    os.setuid(pwd.getpwnam("nobody").pw_uid)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to nobody")
+def test_not_root():
+    rc, out, err = run([], preexec_fn=_nobody)
+    one_line_error(rc, err, 1, "must run as root")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or loader.kprobes_supported(),
+                    reason="only on a kernel without kprobes (like this project's host)")
+def test_kernel_without_kprobes():
+    rc, out, err = run([])
+    one_line_error(rc, err, 1, "has no kprobe support")
+
+
+def test_bcc_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "bcc", None)
+    with pytest.raises(EnvError) as e:
+        loader.import_bcc()
+    msg = str(e.value)
+    assert "python3-bpfcc" in msg and "python3-bcc" in msg and "unrelated" in msg
+    assert "\n" not in msg
+
+
+def test_preflight_order_and_messages(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(loader, "kprobes_supported", lambda: True)
+    monkeypatch.setattr(loader, "tracefs_dir", lambda: None)
+    with pytest.raises(EnvError) as e:
+        loader.preflight()
+    assert "tracefs is not mounted" in str(e.value)
+    monkeypatch.setattr(loader, "tracefs_dir", lambda: "/sys/kernel/tracing")
+    monkeypatch.setattr(loader, "headers_present", lambda r: False)
+    with pytest.raises(EnvError) as e:
+        loader.preflight()
+    assert "kernel headers for" in str(e.value) and "linux-headers-" in str(e.value)
