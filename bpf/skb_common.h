@@ -47,7 +47,8 @@ struct entry_t {
 	u16 hook_id;
 	u8  nr_frags;
 	u8  flags;
-	u8  pad[6];
+	u8  aux2;
+	u8  pad[5];
 };
 
 /* Idle tasks share pid 0 on every CPU, so they are told apart by CPU. Other
@@ -72,7 +73,8 @@ struct last_t {
 	u64 ts_ns;
 	u64 head;
 	u16 hook_id;
-	u8  pad[6];
+	u8  flags;   /* detector: F_ORIGIN_ON_ENTRY */
+	u8  pad[5];
 };
 
 BPF_PERF_OUTPUT(events);
@@ -384,7 +386,7 @@ static __always_inline int pop_depth(struct task_key_t *tk, u32 *out)
 }
 
 static __always_inline void save_entry(struct scratch_t *s, struct sk_buff *skb,
-				       u32 hook_id, u64 aux, u32 reasons,
+				       u32 hook_id, u64 aux, u8 aux2, u32 reasons,
 				       struct task_key_t *tk, u32 depth, void *ctx)
 {
 	struct entry_key_t ek = { .tid = tk->tid, .cpu = tk->cpu, .depth = depth };
@@ -394,6 +396,7 @@ static __always_inline void save_entry(struct scratch_t *s, struct sk_buff *skb,
 	e.frag_list = (u64)s->sh.frag_list;
 	e.head = (u64)s->skb.head;
 	e.aux = aux;
+	e.aux2 = aux2;
 	e.ts_ns = bpf_ktime_get_ns();
 	e.data_len = s->skb.data_len;
 	e.gso_type = s->sh.gso_type;
@@ -448,6 +451,7 @@ static __always_inline void copy_entry_to_event(struct skb_event *ev, struct ent
 	ev->nr_frags_before = e->nr_frags;
 	ev->data_len_before = e->data_len;
 	ev->aux = e->aux;
+	ev->aux2 = e->aux2;
 	ev->stack_id = e->stack_id;
 	if (e->flags & F_ENCAP_BEFORE)
 		ev->flags |= F_ENCAP_BEFORE;

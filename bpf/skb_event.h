@@ -51,6 +51,7 @@
 #define F_ENCAP_BEFORE     0x10 /* skb->encapsulation at entry */
 #define F_VNET_VALID       0x20 /* vnet_* fields hold a virtio_net header */
 #define F_IN_TNL_SEG       0x40 /* inside skb_udp_tunnel_segment: tunnel rules suppressed */
+#define F_ORIGIN_ON_ENTRY  0x80 /* detector: the origin hook found the tunnel bit already set */
 
 /* counters: per-CPU array indexes, read at exit for the statistics */
 #define CNT_FILTERED     0 /* hook hits dropped by the in-kernel filters */
@@ -114,7 +115,8 @@ struct skb_event {
 	u8  inner_l4proto;
 	u8  vnet_flags;
 	u8  vnet_gso_type;
-	u8  pad[5];
+	u8  aux2;              /* second argument worth showing (adjust_room mode) */
+	u8  pad[4];
 	u8  saddr[16];
 	u8  daddr[16];
 	u8  inner_saddr[16];

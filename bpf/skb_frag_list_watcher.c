@@ -124,7 +124,7 @@ static __always_inline int on_enter(struct pt_regs *ctx, u32 hook_id,
 	r = eval_rules(s, hflags & HF_CRASH_CHECK, in_tunnel_segment());
 	if (hflags & HF_ENTRY_CHECK)
 		entry_check(ctx, s, r);
-	save_entry(s, skb, hook_id, aux, r, &tk, depth, ctx);
+	save_entry(s, skb, hook_id, aux, 0, r, &tk, depth, ctx);
 	return 0;
 }
 
@@ -299,25 +299,25 @@ static __always_inline int on_bracket(int delta)
 	return 0;
 }
 
-/* One line per hook, generated from skbtrace/hooks.py. SKB and AUX are
- * expressions on ctx. A second attach backend (fentry/fexit) would define
+/* One line per hook, generated from skbtrace/hooks.py. SKB, AUX and AUX2
+ * are expressions on ctx (AUX2 unused here). A second attach backend (fentry/fexit) would define
  * these five macros again, not the hooks. */
-#define HOOK_MUTATE(fn, id, SKB, AUX, HFLAGS) \
+#define HOOK_MUTATE(fn, id, SKB, AUX, AUX2, HFLAGS) \
 int enter_##fn(struct pt_regs *ctx) { return on_enter(ctx, id, (struct sk_buff *)(SKB), (u64)(AUX), HFLAGS); } \
 int leave_##fn(struct pt_regs *ctx) { return on_mutate_return(ctx, id); }
 
-#define HOOK_COPY(fn, id, SKB, AUX, HFLAGS) \
+#define HOOK_COPY(fn, id, SKB, AUX, AUX2, HFLAGS) \
 int enter_##fn(struct pt_regs *ctx) { return on_enter(ctx, id, (struct sk_buff *)(SKB), (u64)(AUX), HFLAGS); } \
 int leave_##fn(struct pt_regs *ctx) { return on_copy_return(ctx, id); }
 
-#define HOOK_CONSUME(fn, id, SKB, AUX, HFLAGS) \
+#define HOOK_CONSUME(fn, id, SKB, AUX, AUX2, HFLAGS) \
 int enter_##fn(struct pt_regs *ctx) { return on_consume_enter(ctx, id, (struct sk_buff *)(SKB), (u64)(AUX)); } \
 int leave_##fn(struct pt_regs *ctx) { return on_consume_return(ctx, id); }
 
-#define HOOK_SEGMENT(fn, id, SKB, AUX, HFLAGS) \
+#define HOOK_SEGMENT(fn, id, SKB, AUX, AUX2, HFLAGS) \
 int enter_##fn(struct pt_regs *ctx) { return on_segment(ctx, id, (struct sk_buff *)(SKB), HFLAGS); }
 
-#define HOOK_BRACKET(fn, id, SKB, AUX, HFLAGS) \
+#define HOOK_BRACKET(fn, id, SKB, AUX, AUX2, HFLAGS) \
 int enter_##fn(struct pt_regs *ctx) { count_hit(id); return on_bracket(1); } \
 int leave_##fn(struct pt_regs *ctx) { return on_bracket(-1); }
 

@@ -12,7 +12,10 @@ PARM = "PT_REGS_PARM%d(ctx)"
 
 # kinds, as the C macros are named
 MUTATE, COPY, CONSUME, SEGMENT, BRACKET = "MUTATE", "COPY", "CONSUME", "SEGMENT", "BRACKET"
+# detector kinds (bpf/skb_vxlan_source_detector.c); there the flags slot
+# carries the EV_* number the hook reports.
 GSO_CHANGE, VIRTIO_BRACKET, VIRTIO_SKB = "GSO_CHANGE", "VIRTIO_BRACKET", "VIRTIO_SKB"
+OBSERVE, OBSERVE_TNL = "OBSERVE", "OBSERVE_TNL"
 
 # flags, as in bpf/*.c
 HF_ENTRY_CHECK = 1
@@ -23,12 +26,13 @@ _SUFFIX = r"(\.(isra|constprop|part|cold|llvm)\.\d+)*"
 
 class Hook(object):
     def __init__(self, name, kind, event, skb=1, aux=None, flags=0, names=None,
-                 module=None, why=""):
+                 module=None, why="", aux2=None):
         self.name = name                        # canonical name, shown in output
         self.kind = kind
         self.event = event                      # what it reports, for docs and --help
         self.skb = skb                          # argument number, or a C expression
         self.aux = aux                          # argument number, C expression or None
+        self.aux2 = aux2                        # a second one (u8), e.g. adjust_room's mode
         self.flags = flags
         self.names = tuple(names or (name,))    # names across kernels, tried in order
         self.module = module                    # kernel module that must be loaded
@@ -48,15 +52,15 @@ class Hook(object):
         return what
 
     def c_line(self):
-        return "HOOK_%s(%s, %d, %s, %s, %d)" % (
+        return "HOOK_%s(%s, %d, %s, %s, %s, %d)" % (
             self.kind, self.c_ident(), self.hook_id, self._expr(self.skb),
-            self._expr(self.aux), self.flags)
+            self._expr(self.aux), self._expr(self.aux2), self.flags)
 
     def symbol_regex(self):
         return r"^(%s)%s$" % ("|".join(re.escape(n) for n in self.names), _SUFFIX)
 
     def has_return(self):
-        return self.kind not in (SEGMENT, VIRTIO_SKB)
+        return self.kind not in (SEGMENT, VIRTIO_SKB, OBSERVE)
 
     def __repr__(self):
         return "Hook(%s)" % self.name
@@ -123,3 +127,45 @@ def watcher_hooks():
 
 def by_id(hooks):
     return dict((h.hook_id, h) for h in hooks)
+
+
+
+def detector_hooks():
+    from skbtrace import event as ev
+    return table([
+        Hook("receive_buf", VIRTIO_BRACKET, "VIRTIO_RX", skb=None, module="virtio_net",
+             flags=ev.EV_VIRTIO_RX,
+             why="virtio_net builds the skb and maps the virtio header's gso_type"),
+        Hook("napi_gro_receive", VIRTIO_SKB, "VIRTIO_RX", skb=2, flags=ev.EV_VIRTIO_RX,
+             why="inside receive_buf: the new skb with its virtio header in skb->cb"),
+        Hook("inet_gro_complete", GSO_CHANGE, "GRO_COMPLETE", aux=2, flags=ev.EV_GRO_COMPLETE,
+             why="IPv4 GRO completion; calls the L4/tunnel completions"),
+        Hook("udp4_gro_complete", GSO_CHANGE, "GRO_COMPLETE", aux=2, flags=ev.EV_GRO_COMPLETE,
+             why="UDP GRO completion (IPv4)"),
+        Hook("udp6_gro_complete", GSO_CHANGE, "GRO_COMPLETE", aux=2, flags=ev.EV_GRO_COMPLETE,
+             why="UDP GRO completion (IPv6)"),
+        Hook("udp_gro_complete", GSO_CHANGE, "GRO_COMPLETE", aux=2, flags=ev.EV_GRO_COMPLETE,
+             why="sets UDP_TUNNEL(_CSUM) when a UDP tunnel socket completed the GRO"),
+        Hook("iptunnel_handle_offloads", GSO_CHANGE, "TUNNEL_XMIT", aux=2,
+             flags=ev.EV_TUNNEL_XMIT,
+             why="kernel tunnel xmit ORs the tunnel gso bit (aux: the mask)"),
+        Hook("udp_tunnel_xmit_skb", OBSERVE, "TUNNEL_XMIT", skb=3, flags=ev.EV_TUNNEL_XMIT,
+             why="UDP tunnel (vxlan, geneve, fou) transmit over IPv4"),
+        Hook("udp_tunnel6_xmit_skb", OBSERVE, "TUNNEL_XMIT", skb=3, flags=ev.EV_TUNNEL_XMIT,
+             why="UDP tunnel transmit over IPv6"),
+        Hook("bpf_skb_adjust_room", GSO_CHANGE, "BPF_HELPER", aux=4, aux2=3,
+             flags=ev.EV_BPF_HELPER,
+             why="BPF encap: ENCAP_L4_UDP sets UDP_TUNNEL|DODGY with no vxlan device"),
+        Hook("bpf_skb_net_grow", GSO_CHANGE, "BPF_HELPER", aux=4, flags=ev.EV_BPF_HELPER,
+             why="adjust_room's grow path (often inlined)"),
+        Hook("bpf_skb_net_shrink", GSO_CHANGE, "BPF_HELPER", aux=4, flags=ev.EV_BPF_HELPER,
+             why="adjust_room's shrink path (often inlined)"),
+        Hook("bpf_skb_change_proto", GSO_CHANGE, "BPF_HELPER", aux=2, flags=ev.EV_BPF_HELPER,
+             why="NAT64-style protocol change rewrites gso_type"),
+        Hook("skb_udp_tunnel_segment", OBSERVE_TNL, "GSO_SET", flags=ev.EV_GSO_SET,
+             why="UDP tunnel GSO: the bit is used here"),
+        Hook("__skb_gso_segment", OBSERVE, "GSO_SET", flags=ev.EV_GSO_SET,
+             why="software GSO entry"),
+        Hook("skb_segment", OBSERVE, "GSO_SET", flags=ev.EV_GSO_SET,
+             why="the crash site (pattern C: the bit was already set)"),
+    ])

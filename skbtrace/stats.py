@@ -18,7 +18,9 @@ class Stats(object):
         self.by_hook = {}
         self.total = 0
         self.decode_errors = 0
-        self.extra = OrderedDict()          # tool-specific lines (detector verdicts...)
+        self.extra = OrderedDict()          # tool-specific "label: value" lines
+        self.extra_lines = []               # tool-specific sections (the detector's verdict)
+        self.extra_dict = {}
 
     def add(self, record):
         self.total += 1
@@ -66,10 +68,13 @@ class Stats(object):
             else:
                 out.append("  %-26s %10s %8s  skipped: %s" % (h.name, "-", "-",
                                                              h.skip_reason or "not attached"))
+        if self.decode_errors:
+            out.append("Events dropped as undecodable: %d" % self.decode_errors)
+        out.extend(self.extra_lines)
         return out
 
     def to_dict(self, kernel, lost_cb_total, hook_hits):
-        return {
+        d = {
             "type": "statistics",
             "total_events": self.total,
             "events": dict(self.by_event),
@@ -85,6 +90,8 @@ class Stats(object):
                        "events": self.by_hook.get(h.hook_id, 0),
                        "skipped": h.skip_reason} for h in self.hooks],
         }
+        d.update(self.extra_dict)
+        return d
 
 
 WATCHER_EVENTS = [event.EVENT_NAMES[v] for v in (

@@ -35,8 +35,8 @@ def test_symbol_regex_is_anchored():
 def test_c_lines():
     hs = hooks.by_id(hooks.watcher_hooks())
     lines = [h.c_line() for h in hs.values()]
-    assert "HOOK_SEGMENT(skb_segment, 19, PT_REGS_PARM1(ctx), 0, 3)" in lines
+    assert "HOOK_SEGMENT(skb_segment, 19, PT_REGS_PARM1(ctx), 0, 0, 3)" in lines
     frag = [h for h in hs.values() if h.name == "ip_do_fragment"][0]
     assert frag.c_line().startswith("HOOK_CONSUME(ip_do_fragment, %d, PT_REGS_PARM3(ctx)" % frag.hook_id)
     pull = [h for h in hs.values() if h.name == "__pskb_pull_tail"][0]
-    assert pull.c_line() == "HOOK_MUTATE(__pskb_pull_tail, %d, PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), 0)" % pull.hook_id
+    assert pull.c_line() == "HOOK_MUTATE(__pskb_pull_tail, %d, PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), 0, 0)" % pull.hook_id

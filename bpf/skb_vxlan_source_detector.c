@@ -1,0 +1,255 @@
+/*
+ * skb_vxlan_source_detector.c - where SKB_GSO_UDP_TUNNEL(_CSUM) first
+ * appears on an skb, and whether the tunnel metadata agrees with it.
+ *
+ * Hook kinds (skbtrace/hooks.py declares every hook once; the fifth macro
+ * argument of every line is the EV_* the hook reports):
+ *   GSO_CHANGE     entry+return on one skb: gso_type before and after
+ *   OBSERVE        entry only: gso_type as found (segmentation, tunnel xmit)
+ *   OBSERVE_TNL    OBSERVE for skb_udp_tunnel_segment, which also brackets
+ *                  the kernel's own rewrite of the tunnel metadata
+ *   VIRTIO_BRACKET virtio_net receive_buf: marks the task as building an skb
+ *                  from a virtio header (the skb does not exist at entry)
+ *   VIRTIO_SKB     napi_gro_receive inside that bracket: the skb is built,
+ *                  its gso_type was set from the header, and the header is
+ *                  still in skb->cb (skb_vnet_hdr() in 4.18 and 6.x)
+ *
+ * Origin: last_change (skb_common.h) holds, per skb address, the first hook
+ * that set a tunnel bit (or found it set, F_ORIGIN_ON_ENTRY). An skb seen
+ * without tunnel bits drops its entry, so a recycled address starts clean.
+ */
+#include "skb_common.h"
+
+#ifndef GSO_CHANGES_ONLY
+#define GSO_CHANGES_ONLY 0
+#endif
+
+BPF_HASH(in_rx, struct task_key_t, u32, 1024);     /* receive_buf hook id + 1 */
+BPF_HASH(tnl_seg, struct task_key_t, u32, 1024);   /* skb_udp_tunnel_segment depth */
+
+/* struct virtio_net_hdr, as virtio_net copies it to skb->cb (little endian
+ * on x86 for both legacy and VERSION_1 devices). */
+struct vnet_hdr_t {
+	u8  flags;
+	u8  gso_type;
+	u16 hdr_len;
+	u16 gso_size;
+	u16 csum_start;
+	u16 csum_offset;
+};
+
+static __always_inline int in_tunnel_segment(void)
+{
+	struct task_key_t tk = {};
+	u32 *v;
+
+	task_key(&tk);
+	v = tnl_seg.lookup(&tk);
+	return v && *v;
+}
+
+static __always_inline struct scratch_t *load(struct sk_buff *skb, u32 hook_id)
+{
+	struct scratch_t *s = get_scratch();
+
+	if (!s || read_skb(s, skb))
+		return 0;
+	fill_state(s, hook_id);
+	if (!filter_keep(s)) {
+		count(CNT_FILTERED);
+		return 0;
+	}
+	s->ev.skb = (u64)skb;
+	return s;
+}
+
+/* Update the origin record and decide whether the hit is worth a line. */
+/* since: entry time of this call; a tunnel origin recorded after it was set
+ * by a nested hook (udp_gro_complete inside udp4_gro_complete inside
+ * inet_gro_complete) and is the more precise one. */
+static __always_inline void report(void *ctx, struct scratch_t *s, u8 event, int vnet, u64 since)
+{
+	struct skb_event *ev = &s->ev;
+	u32 tb = ev->gso_type_before & KGSO_TUNNEL_BITS;
+	u32 ta = ev->gso_type_after & KGSO_TUNNEL_BITS;
+	u64 key = ev->skb;
+	struct last_t *o = last_change.lookup(&key);
+	struct last_t n = {};
+	int new_origin = 0;
+	u32 r;
+
+	if (ta && (!o || (!tb && o->ts_ns < since))) {
+		n.ts_ns = ev->ts_ns;
+		n.head = ev->head;
+		n.hook_id = ev->hook_id;
+		if (tb)
+			n.flags = F_ORIGIN_ON_ENTRY;
+		last_change.update(&key, &n);
+		new_origin = 1;
+		o = last_change.lookup(&key);
+	} else if (!ta && o) {
+		last_change.delete(&key);
+		o = 0;
+	}
+	if (!ev->gso_type_before && !ev->gso_type_after && !vnet)
+		return;
+	if (GSO_CHANGES_ONLY && ev->gso_type_before == ev->gso_type_after && !new_origin)
+		return;
+	r = eval_rules(s, 0, in_tunnel_segment()) & RSN_TUNNEL_MASK;
+	if (in_tunnel_segment())
+		ev->flags |= F_IN_TNL_SEG;
+	ev->event = event;
+	ev->reasons = r;
+	ev->severity = severity_of(r);
+	if (o) {
+		ev->last_hook = o->hook_id + 1;
+		ev->last_ts_ns = o->ts_ns;
+		ev->flags |= o->flags;
+		if (o->head != ev->head)
+			ev->flags |= F_LAST_STALE;
+	}
+	submit(ctx, ev);
+}
+
+static __always_inline int on_change_enter(struct pt_regs *ctx, u32 hook_id,
+					   struct sk_buff *skb, u64 aux, u8 aux2)
+{
+	struct task_key_t tk = {};
+	struct scratch_t *s;
+	u32 depth;
+
+	count_hit(hook_id);
+	task_key(&tk);
+	depth = push_depth(&tk);
+	s = load(skb, hook_id);
+	if (!s)
+		return 0;
+	save_entry(s, skb, hook_id, aux, aux2, 0, &tk, depth, ctx);
+	return 0;
+}
+
+static __always_inline int on_change_return(struct pt_regs *ctx, u32 hook_id, u8 event)
+{
+	struct entry_t e = {};
+	struct scratch_t *s;
+
+	if (take_entry(hook_id, &e))
+		return 0;
+	s = get_scratch();
+	if (!s || read_skb(s, (struct sk_buff *)e.skb))
+		return 0;
+	fill_state(s, hook_id);
+	copy_entry_to_event(&s->ev, &e);
+	s->ev.ret = PT_REGS_RC(ctx);
+	report(ctx, s, event, 0, e.ts_ns);
+	return 0;
+}
+
+static __always_inline int on_observe(struct pt_regs *ctx, u32 hook_id,
+				      struct sk_buff *skb, u64 aux, u8 event)
+{
+	struct scratch_t *s;
+
+	count_hit(hook_id);
+	s = load(skb, hook_id);
+	if (!s)
+		return 0;
+	before_is_after(&s->ev);
+	s->ev.aux = aux;
+#if STACK_TRACES
+	s->ev.stack_id = stacks.get_stackid(ctx, 0);
+#endif
+	report(ctx, s, event, 0, s->ev.ts_ns);
+	return 0;
+}
+
+static __always_inline int tnl_bracket(int delta)
+{
+	struct task_key_t tk = {};
+	u32 *v, n;
+
+	task_key(&tk);
+	v = tnl_seg.lookup(&tk);
+	n = v ? *v : 0;
+	if (delta < 0 && n == 0)
+		return 0;
+	n += delta;
+	if (n)
+		tnl_seg.update(&tk, &n);
+	else
+		tnl_seg.delete(&tk);
+	return 0;
+}
+
+static __always_inline int rx_bracket(u32 hook_id, int enter)
+{
+	struct task_key_t tk = {};
+	u32 v = hook_id + 1;
+
+	task_key(&tk);
+	if (enter) {
+		count_hit(hook_id);
+		in_rx.update(&tk, &v);
+	} else {
+		in_rx.delete(&tk);
+	}
+	return 0;
+}
+
+static __always_inline int on_virtio_skb(struct pt_regs *ctx, u32 hook_id,
+					 struct sk_buff *skb, u8 event)
+{
+	struct task_key_t tk = {};
+	struct vnet_hdr_t h = {};
+	struct scratch_t *s;
+	u32 *rx;
+
+	task_key(&tk);
+	rx = in_rx.lookup(&tk);
+	if (!rx)
+		return 0;          /* another driver's packet */
+	count_hit(hook_id);
+	s = load(skb, *rx - 1);
+	if (!s)
+		return 0;
+	__builtin_memcpy(&h, s->skb.cb, sizeof(h));
+	s->ev.vnet_flags = h.flags;
+	s->ev.vnet_gso_type = h.gso_type;
+	s->ev.vnet_hdr_len = h.hdr_len;
+	s->ev.vnet_gso_size = h.gso_size;
+	s->ev.vnet_csum_start = h.csum_start;
+	s->ev.vnet_csum_offset = h.csum_offset;
+	s->ev.flags |= F_VNET_VALID;
+	/* the skb was born in this receive_buf call: nothing was set before */
+	s->ev.gso_type_before = 0;
+	s->ev.gso_size_before = 0;
+	s->ev.frag_list_before = s->ev.frag_list_after;
+	s->ev.nr_frags_before = s->ev.nr_frags_after;
+	s->ev.data_len_before = s->ev.data_len_after;
+#if STACK_TRACES
+	s->ev.stack_id = stacks.get_stackid(ctx, 0);
+#endif
+	report(ctx, s, event, h.gso_type != 0, s->ev.ts_ns);
+	return 0;
+}
+
+/* One line per hook, generated from skbtrace/hooks.py. */
+#define HOOK_GSO_CHANGE(fn, id, SKB, AUX, AUX2, EVENT) \
+int enter_##fn(struct pt_regs *ctx) { return on_change_enter(ctx, id, (struct sk_buff *)(SKB), (u64)(AUX), (u8)(AUX2)); } \
+int leave_##fn(struct pt_regs *ctx) { return on_change_return(ctx, id, EVENT); }
+
+#define HOOK_OBSERVE(fn, id, SKB, AUX, AUX2, EVENT) \
+int enter_##fn(struct pt_regs *ctx) { return on_observe(ctx, id, (struct sk_buff *)(SKB), (u64)(AUX), EVENT); }
+
+#define HOOK_OBSERVE_TNL(fn, id, SKB, AUX, AUX2, EVENT) \
+int enter_##fn(struct pt_regs *ctx) { on_observe(ctx, id, (struct sk_buff *)(SKB), (u64)(AUX), EVENT); return tnl_bracket(1); } \
+int leave_##fn(struct pt_regs *ctx) { return tnl_bracket(-1); }
+
+#define HOOK_VIRTIO_BRACKET(fn, id, SKB, AUX, AUX2, EVENT) \
+int enter_##fn(struct pt_regs *ctx) { return rx_bracket(id, 1); } \
+int leave_##fn(struct pt_regs *ctx) { return rx_bracket(id, 0); }
+
+#define HOOK_VIRTIO_SKB(fn, id, SKB, AUX, AUX2, EVENT) \
+int enter_##fn(struct pt_regs *ctx) { return on_virtio_skb(ctx, id, (struct sk_buff *)(SKB), EVENT); }
+
+HOOK_LINES
