@@ -84,7 +84,11 @@ def run(tool, formatter_cls=Formatter, stats=None):
     clock = Clock()
     tool.load_btf()
     if args.ebpf:
-        print(tool.program_text(tool.hooks))
+        try:
+            for line in tool.program_text(tool.hooks).splitlines():
+                sink.write(line)
+        except ReaderGone:
+            pass
         return 0
     bcc = loader.preflight()
     loader.resolve_hooks(bcc.BPF, tool.hooks)
