@@ -1,0 +1,47 @@
+# Two commands for users: `make demo` and `make test` (what .ci/run calls).
+# Everything runs with the system python, which is where the distro's BCC
+# binding (python3-bpfcc) lives; the python3 first on PATH may be another one.
+PY        ?= /usr/bin/python3
+LAB_KERNEL ?= 6.1
+export LAB_KERNEL
+
+HOST_PACKAGES = qemu-system-x86 qemu-utils debootstrap e2fsprogs cpio zstd xz-utils \
+	iproute2 ethtool gcc python3-pytest python3-pyroute2 python3-tabulate \
+	python3-pip python3-setuptools python3-wheel python3-venv
+VENV_TOOLS = .venv-tools
+
+.PHONY: deps image test test-unit test-lab check-py36 demo bench clean
+
+deps:
+	@if ! dpkg -s $(HOST_PACKAGES) >/dev/null 2>&1; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+			-o DPkg::Lock::Timeout=300 $(HOST_PACKAGES); \
+	fi
+
+image: deps
+	$(PY) tests/lab/image.py --kernel $(LAB_KERNEL)
+
+test-unit: deps
+	$(PY) -m pytest tests/unit -q
+
+# The tools must run on RHEL 8's platform-python 3.6: vermin checks every
+# file a user runs for syntax and stdlib calls newer than 3.6.
+check-py36: deps
+	@test -x $(VENV_TOOLS)/bin/vermin || ($(PY) -m venv $(VENV_TOOLS) && \
+		$(VENV_TOOLS)/bin/pip install -q vermin==1.6.0)
+	$(VENV_TOOLS)/bin/vermin -q -t=3.6- --no-tips --violations \
+		skbtrace bpf/__init__.py skb_frag_list_watcher.py skb_vxlan_source_detector.py setup.py
+
+test-lab: image
+	$(PY) -m pytest tests/lab -v -p no:cacheprovider
+
+test: deps test-unit check-py36 test-lab
+
+demo: image
+	$(PY) tests/lab/demo.py
+
+bench: deps
+	$(PY) tests/bench/bench_pipeline.py
+
+clean:
+	rm -rf build dist *.egg-info $(VENV_TOOLS) .pytest_cache

@@ -1,0 +1,255 @@
+"""Traffic scenarios inside the lab guest, in network namespaces only, with
+addresses from 198.18.0.0/15.
+
+Topology (`topo`):   h1 [eth0 198.18.1.1] -- [r-h1 198.18.1.254] r
+                     r [r-h2 198.18.2.254] -- [eth0 198.18.2.1] h2
+vxlan overlay (`vxlan`): h1 vx0 198.19.0.1/24 <-> h2 vx0 198.19.0.2/24, VNI 42,
+dstport 4789, over the routed underlay.
+
+    traffic.py topo [--gro-list on|off] [--udp-gro-fwd on|off] [--sender-tso on|off]
+    traffic.py udp-gso [--count 20] [--size 14000] [--gso-size 1000] [--dst 198.18.2.1]
+    traffic.py tcp-bulk [--seconds 2] [--dst 198.18.2.1]
+    traffic.py vxlan [--csum on|off] [--gro on|off]
+    traffic.py tc-attach --netns r --dev r-h1 --dir ingress --src FILE.c --fn NAME
+    traffic.py cleanup
+"""
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NETNS = ("h1", "r", "h2")
+UDP_SEGMENT = 103
+SOL_UDP = 17
+
+
+def sh(cmd, check=True):
+    r = subprocess.run(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if check and r.returncode:
+        raise SystemExit("traffic: `%s` failed: %s" % (cmd, r.stderr.decode().strip()))
+    return r.stdout.decode()
+
+
+def ns(name, cmd, check=True):
+    return sh("ip netns exec %s %s" % (name, cmd), check)
+
+
+def cleanup(_a=None):
+    for n in NETNS:
+        sh("ip netns del %s" % n, check=False)
+
+
+def topo(a):
+    cleanup()
+    for n in NETNS:
+        sh("ip netns add %s" % n)
+        ns(n, "ip link set lo up")
+    sh("ip link add eth0 netns h1 type veth peer name r-h1 netns r")
+    sh("ip link add r-h2 netns r type veth peer name eth0 netns h2")
+    ns("h1", "ip addr add 198.18.1.1/24 dev eth0")
+    ns("r", "ip addr add 198.18.1.254/24 dev r-h1")
+    ns("r", "ip addr add 198.18.2.254/24 dev r-h2")
+    ns("h2", "ip addr add 198.18.2.1/24 dev eth0")
+    for n, d in (("h1", "eth0"), ("r", "r-h1"), ("r", "r-h2"), ("h2", "eth0")):
+        ns(n, "ip link set %s up" % d)
+    ns("h1", "ip route add default via 198.18.1.254")
+    ns("h2", "ip route add default via 198.18.2.254")
+    ns("r", "sysctl -qw net.ipv4.ip_forward=1")
+    # GRO on the router's ingress veth (veth runs NAPI/GRO when gro is on);
+    # the sender segments itself so the router's GRO has work to do.
+    ns("r", "ethtool -K r-h1 gro on")
+    ns("r", "ethtool -K r-h1 rx-gro-list %s" % a.gro_list, check=False)
+    ns("r", "ethtool -K r-h1 rx-udp-gro-forwarding %s" % a.udp_gro_fwd, check=False)
+    if a.sender_tso == "off":
+        ns("h1", "ethtool -K eth0 tso off tx-udp-segmentation off", check=False)
+    # let the first packets resolve neighbours before tests count events
+    ns("h1", "ping -c1 -W2 198.18.2.1", check=False)
+
+
+def _udp_sink(port, seconds):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port))
+    s.settimeout(0.2)
+    end, n = time.time() + seconds, 0
+    while time.time() < end:
+        try:
+            n += len(s.recv(65535))
+        except socket.timeout:
+            pass
+    print("udp-sink received %d bytes" % n)
+
+
+def _udp_send(dst, port, count, size, gso_size):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(SOL_UDP, UDP_SEGMENT, gso_size)
+    payload = b"x" * size
+    for _ in range(count):
+        s.sendto(payload, (dst, port))
+        time.sleep(0.002)
+    print("udp-gso sent %d x %d bytes (gso_size %d) to %s:%d" % (count, size, gso_size, dst, port))
+
+
+def udp_gso(a):
+    sink = subprocess.Popen(["ip", "netns", "exec", a.dst_ns, sys.executable, __file__,
+                             "_udp-sink", "--port", str(a.port), "--seconds", str(a.seconds)])
+    time.sleep(0.5)
+    ns(a.src_ns, "%s %s _udp-send --dst %s --port %d --count %d --size %d --gso-size %d" % (
+        sys.executable, __file__, a.dst, a.port, a.count, a.size, a.gso_size))
+    sink.wait()
+
+
+def _tcp_server(port, seconds):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(1)
+    s.settimeout(seconds + 5)
+    n = 0
+    try:
+        c, _ = s.accept()
+        c.settimeout(2)
+        while True:
+            d = c.recv(1 << 16)
+            if not d:
+                break
+            n += len(d)
+    except socket.timeout:
+        pass
+    print("tcp-server received %d bytes" % n)
+
+
+def _tcp_client(dst, port, seconds):
+    s = socket.create_connection((dst, port), timeout=5)
+    s.settimeout(2)
+    buf = b"y" * (1 << 16)
+    end, n = time.time() + seconds, 0
+    try:
+        while time.time() < end:
+            n += s.send(buf)
+    except (socket.timeout, OSError):
+        pass
+    s.close()
+    print("tcp-client sent %d bytes" % n)
+
+
+def tcp_bulk(a):
+    srv = subprocess.Popen(["ip", "netns", "exec", a.dst_ns, sys.executable, __file__,
+                            "_tcp-server", "--port", str(a.port), "--seconds", str(a.seconds)])
+    time.sleep(0.5)
+    ns(a.src_ns, "%s %s _tcp-client --dst %s --port %d --seconds %s" % (
+        sys.executable, __file__, a.dst, a.port, a.seconds), check=False)
+    srv.wait()
+
+
+def vxlan(a):
+    csum = "udpcsum" if a.csum == "on" else "noudpcsum"
+    for n, local, remote, ip in (("h1", "198.18.1.1", "198.18.2.1", "198.19.0.1"),
+                                 ("h2", "198.18.2.1", "198.18.1.1", "198.19.0.2")):
+        ns(n, "ip link del vx0", check=False)
+        ns(n, "ip link add vx0 type vxlan id 42 local %s remote %s dstport 4789 %s" % (
+            local, remote, csum))
+        ns(n, "ip addr add %s/24 dev vx0" % ip)
+        ns(n, "ip link set vx0 up")
+    ns("h2", "ethtool -K eth0 gro %s" % a.gro, check=False)
+    ns("h1", "ping -c1 -W2 198.19.0.2", check=False)
+
+
+def tc_attach(a):
+    """Compile with BCC and attach direct-action; the filter keeps the program
+    after this process exits."""
+    from bcc import BPF
+    from pyroute2 import IPRoute
+    b = BPF(src_file=a.src)
+    fn = b.load_func(a.fn.encode(), BPF.SCHED_CLS)
+    ip = IPRoute()
+    idx = ip.link_lookup(ifname=a.dev)[0]
+    try:
+        ip.tc("add", "clsact", idx)
+    except Exception:
+        pass    # already there
+    parent = "ffff:fff2" if a.dir == "ingress" else "ffff:fff3"
+    ip.tc("add-filter", "bpf", idx, ":1", fd=fn.fd, name=fn.name, parent=parent,
+          classid=1, direct_action=True)
+    print("attached %s from %s to %s %s" % (a.fn, os.path.basename(a.src), a.dev, a.dir))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd")
+    t = sub.add_parser("topo")
+    t.add_argument("--gro-list", default="on", choices=["on", "off"])
+    t.add_argument("--udp-gro-fwd", default="off", choices=["on", "off"])
+    t.add_argument("--sender-tso", default="off", choices=["on", "off"])
+    for name in ("udp-gso", "tcp-bulk"):
+        u = sub.add_parser(name)
+        u.add_argument("--dst", default="198.18.2.1")
+        u.add_argument("--src-ns", default="h1")
+        u.add_argument("--dst-ns", default="h2")
+        u.add_argument("--port", type=int, default=9000)
+        u.add_argument("--seconds", type=float, default=2)
+        if name == "udp-gso":
+            u.add_argument("--count", type=int, default=20)
+            u.add_argument("--size", type=int, default=14000)
+            u.add_argument("--gso-size", type=int, default=1000)
+    v = sub.add_parser("vxlan")
+    v.add_argument("--csum", default="on", choices=["on", "off"])
+    v.add_argument("--gro", default="on", choices=["on", "off"])
+    c = sub.add_parser("tc-attach")
+    c.add_argument("--netns", required=True)
+    c.add_argument("--dev", required=True)
+    c.add_argument("--dir", default="ingress", choices=["ingress", "egress"])
+    c.add_argument("--src", required=True)
+    c.add_argument("--fn", required=True)
+    sub.add_parser("cleanup")
+    i = sub.add_parser("_udp-sink")
+    i.add_argument("--port", type=int)
+    i.add_argument("--seconds", type=float)
+    i = sub.add_parser("_udp-send")
+    for f in ("--port", "--count", "--size", "--gso-size"):
+        i.add_argument(f, type=int)
+    i.add_argument("--dst")
+    i = sub.add_parser("_tcp-server")
+    i.add_argument("--port", type=int)
+    i.add_argument("--seconds", type=float)
+    i = sub.add_parser("_tcp-client")
+    i.add_argument("--port", type=int)
+    i.add_argument("--seconds", type=float)
+    i.add_argument("--dst")
+    i = sub.add_parser("_tc-attach-here")
+    for f in ("--dev", "--dir", "--src", "--fn"):
+        i.add_argument(f)
+    a = p.parse_args()
+    if a.cmd == "topo":
+        topo(a)
+    elif a.cmd == "udp-gso":
+        udp_gso(a)
+    elif a.cmd == "tcp-bulk":
+        tcp_bulk(a)
+    elif a.cmd == "vxlan":
+        vxlan(a)
+    elif a.cmd == "tc-attach":
+        print(ns(a.netns, "%s %s _tc-attach-here --dev %s --dir %s --src %s --fn %s" % (
+            sys.executable, __file__, a.dev, a.dir, os.path.abspath(a.src), a.fn)), end="")
+    elif a.cmd == "_tc-attach-here":
+        tc_attach(a)
+    elif a.cmd == "cleanup":
+        cleanup()
+    elif a.cmd == "_udp-sink":
+        _udp_sink(a.port, a.seconds)
+    elif a.cmd == "_udp-send":
+        _udp_send(a.dst, a.port, a.count, a.size, a.gso_size)
+    elif a.cmd == "_tcp-server":
+        _tcp_server(a.port, a.seconds)
+    elif a.cmd == "_tcp-client":
+        _tcp_client(a.dst, a.port, a.seconds)
+    else:
+        p.print_help()
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Build (or reuse) the lab's guest image: a Debian root file system with a
+stock kernel, its headers and the distro's BCC, as an ext4 image plus the
+kernel and initramfs to boot it with.
+
+Cached in /var/cache/skbtrace-lab/<kernel>-<recipe hash>/, so an image is
+rebuilt only when its recipe (this file's KERNELS entry and PACKAGES) changes.
+The Debian mirror is read from the host's apt configuration at run time.
+
+    python3 tests/lab/image.py [--kernel 6.1] [--force]
+"""
+import argparse
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+CACHE = os.environ.get("LAB_CACHE", "/var/cache/skbtrace-lab")
+
+# kernel -> (suite for debootstrap, extra apt suites, kernel packages)
+KERNELS = {
+    "6.1": ("bookworm", ["bookworm-updates", "bookworm-security"],
+            ["linux-image-amd64", "linux-headers-amd64"]),
+    "5.10": ("bullseye", ["bullseye-updates", "bullseye-security"],
+             ["linux-image-amd64", "linux-headers-amd64"]),
+    "6.12": ("bookworm", ["bookworm-updates", "bookworm-security", "bookworm-backports"],
+             ["linux-image-amd64/bookworm-backports", "linux-headers-amd64/bookworm-backports"]),
+}
+
+PACKAGES = ["python3", "python3-bpfcc", "bpfcc-tools", "python3-pyroute2", "python3-tabulate",
+            "python3-pytest", "iproute2", "ethtool", "tcpdump", "kmod", "procps",
+            "initramfs-tools", "busybox", "ca-certificates"]
+OPTIONAL = ["bpftool"]
+
+RECIPE_VERSION = 3   # bump when the build steps below change
+STUB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guest", "stub-init.sh")
+
+
+def log(msg):
+    sys.stderr.write("[lab-image] %s\n" % msg)
+    sys.stderr.flush()
+
+
+def host_mirrors():
+    """(debian URI, security URI) from the host's apt sources."""
+    texts = []
+    for path in ["/etc/apt/sources.list"] + glob.glob("/etc/apt/sources.list.d/*.list") + \
+            glob.glob("/etc/apt/sources.list.d/*.sources"):
+        try:
+            with open(path) as f:
+                texts.append(f.read())
+        except IOError:
+            pass
+    uris = re.findall(r"^URIs:\s*(\S+)", "\n".join(texts), re.M)
+    uris += re.findall(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)", "\n".join(texts), re.M)
+    main = [u for u in uris if re.search(r"/debian/?$", u)]
+    sec = [u for u in uris if re.search(r"/debian-security/?$", u)]
+    if not main:
+        raise SystemExit("lab image: no Debian mirror in the host's apt sources")
+    m = main[0].rstrip("/")
+    return m, (sec[0].rstrip("/") if sec else m + "-security")
+
+
+def recipe(kernel):
+    suite, extra, kpkgs = KERNELS[kernel]
+    with open(STUB, "rb") as f:
+        stub = hashlib.sha256(f.read()).hexdigest()[:12]
+    return {"v": RECIPE_VERSION, "kernel": kernel, "suite": suite, "extra": extra,
+            "kpkgs": kpkgs, "packages": PACKAGES, "optional": OPTIONAL, "stub": stub}
+
+
+def image_dir(kernel):
+    h = hashlib.sha256(json.dumps(recipe(kernel), sort_keys=True).encode()).hexdigest()[:12]
+    return os.path.join(CACHE, "%s-%s" % (kernel, h))
+
+
+def sh(cmd, **kw):
+    log("$ " + (cmd if isinstance(cmd, str) else " ".join(cmd)))
+    subprocess.check_call(cmd, shell=isinstance(cmd, str), **kw)
+
+
+def chroot(root, cmd):
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C",
+               PATH="/usr/sbin:/usr/bin:/sbin:/bin")
+    sh(["chroot", root, "sh", "-c", cmd], env=env)
+
+
+def build(kernel, out):
+    suite, extra, kpkgs = KERNELS[kernel]
+    mirror, security = host_mirrors()
+    work = out + ".work"
+    shutil.rmtree(work, ignore_errors=True)
+    root = os.path.join(work, "root")
+    os.makedirs(root)
+    t0 = time.time()
+    sh(["debootstrap", "--variant=minbase", "--include=ca-certificates", suite, root, mirror])
+    lines = ["deb %s %s main" % (mirror, suite)]
+    for s in extra:
+        lines.append("deb %s %s main" % (security if s.endswith("-security") else mirror, s))
+    with open(os.path.join(root, "etc/apt/sources.list"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    # initramfs with what a QEMU virtio guest needs, nothing probed from this host
+    os.makedirs(os.path.join(root, "etc/initramfs-tools/conf.d"), exist_ok=True)
+    with open(os.path.join(root, "etc/initramfs-tools/conf.d/lab.conf"), "w") as f:
+        f.write("MODULES=list\nCOMPRESS=gzip\n")
+    with open(os.path.join(root, "etc/initramfs-tools/modules"), "w") as f:
+        f.write("virtio_pci\nvirtio_blk\nvirtio_console\next4\n")
+    for d in ("proc", "sys", "dev"):
+        sh(["mount", "--bind", "/" + d, os.path.join(root, d)])
+    try:
+        chroot(root, "apt-get update -q")
+        chroot(root, "apt-get install -y -q --no-install-recommends %s %s" % (
+            " ".join(PACKAGES), " ".join(kpkgs)))
+        for p in OPTIONAL:
+            try:
+                chroot(root, "apt-get install -y -q --no-install-recommends %s" % p)
+            except subprocess.CalledProcessError:
+                log("optional package %s not available for %s" % (p, kernel))
+        chroot(root, "apt-get clean")
+    finally:
+        for d in ("dev", "sys", "proc"):
+            subprocess.call(["umount", "-l", os.path.join(root, d)])
+    vmlinuz = sorted(glob.glob(os.path.join(root, "boot/vmlinuz-*")))[-1]
+    release = os.path.basename(vmlinuz)[len("vmlinuz-"):]
+    initrd = os.path.join(root, "boot/initrd.img-" + release)
+    shutil.copy(vmlinuz, os.path.join(work, "vmlinuz"))
+    shutil.copy(initrd, os.path.join(work, "initrd.img"))
+    with open(os.path.join(root, "etc/hostname"), "w") as f:
+        f.write("lab\n")
+    os.makedirs(os.path.join(root, "project"), exist_ok=True)
+    shutil.copy(STUB, os.path.join(root, "sbin/lab-init"))
+    os.chmod(os.path.join(root, "sbin/lab-init"), 0o755)
+    size_mb = int(subprocess.check_output(["du", "-sm", root]).split()[0]) + 1200
+    sh(["mkfs.ext4", "-q", "-F", "-L", "labroot", "-d", root,
+        os.path.join(work, "root.ext4"), "%dM" % size_mb])
+    shutil.rmtree(root)
+    with open(os.path.join(work, "meta.json"), "w") as f:
+        json.dump({"release": release, "recipe": recipe(kernel), "mirror": mirror,
+                   "build_seconds": round(time.time() - t0, 1)}, f, indent=1)
+    shutil.rmtree(out, ignore_errors=True)
+    os.rename(work, out)
+    log("built %s (kernel %s) in %.0f s" % (out, release, time.time() - t0))
+
+
+def ensure(kernel="6.1", force=False):
+    if kernel not in KERNELS:
+        raise SystemExit("LAB_KERNEL=%s: known kernels are %s" % (kernel, ", ".join(KERNELS)))
+    out = image_dir(kernel)
+    if force or not os.path.exists(os.path.join(out, "meta.json")):
+        os.makedirs(CACHE, exist_ok=True)
+        build(kernel, out)
+    with open(os.path.join(out, "meta.json")) as f:
+        meta = json.load(f)
+    meta["dir"] = out
+    return meta
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--kernel", default=os.environ.get("LAB_KERNEL", "6.1"))
+    p.add_argument("--force", action="store_true")
+    a = p.parse_args()
+    print(json.dumps(ensure(a.kernel, a.force), indent=1))
+
+
+if __name__ == "__main__":
+    main()
