@@ -18,7 +18,7 @@ int on_hit(struct pt_regs *ctx) {
     return 0;
 }
 """)
-names = BPF.get_kprobe_functions(("^" + fn + "$").encode())
+names = sorted(BPF.get_kprobe_functions(("^" + fn + "$").encode()))  # a set in bcc 0.26
 assert names, "no traceable " + fn
 b.attach_kprobe(event=names[0], fn_name=b"on_hit")
 print("attached", names[0].decode(), flush=True)
@@ -34,7 +34,7 @@ def start_counter(lab, fn):
     lab.run("cat > /tmp/count.py <<'PYEOF'\n%s\nPYEOF" % KPROBE_COUNT, check=True)
     r = lab.run("rm -f /tmp/stop-{fn} /tmp/count-{fn}.out; "
                 "nohup python3 /tmp/count.py {fn} /tmp/stop-{fn} > /tmp/count-{fn}.out 2>&1 & "
-                "for i in $(seq 900); do grep -q -e attached -e Error /tmp/count-{fn}.out && break;"
+                "for i in $(seq 900); do grep -q -e attached -e Error -e Traceback /tmp/count-{fn}.out && break;"
                 " sleep 0.2; done; cat /tmp/count-{fn}.out".format(fn=fn), timeout=300)
     assert "attached " + fn in r.out, r
 

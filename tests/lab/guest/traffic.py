@@ -47,8 +47,8 @@ def topo(a):
     for n in NETNS:
         sh("ip netns add %s" % n)
         ns(n, "ip link set lo up")
-    sh("ip link add eth0 netns h1 type veth peer name r-h1 netns r")
-    sh("ip link add r-h2 netns r type veth peer name eth0 netns h2")
+    sh("ip -n h1 link add eth0 type veth peer name r-h1 netns r")
+    sh("ip -n r link add r-h2 type veth peer name eth0 netns h2")
     ns("h1", "ip addr add 198.18.1.1/24 dev eth0")
     ns("r", "ip addr add 198.18.1.254/24 dev r-h1")
     ns("r", "ip addr add 198.18.2.254/24 dev r-h2")
@@ -96,8 +96,8 @@ def udp_gso(a):
     sink = subprocess.Popen(["ip", "netns", "exec", a.dst_ns, sys.executable, __file__,
                              "_udp-sink", "--port", str(a.port), "--seconds", str(a.seconds)])
     time.sleep(0.5)
-    ns(a.src_ns, "%s %s _udp-send --dst %s --port %d --count %d --size %d --gso-size %d" % (
-        sys.executable, __file__, a.dst, a.port, a.count, a.size, a.gso_size))
+    print(ns(a.src_ns, "%s %s _udp-send --dst %s --port %d --count %d --size %d --gso-size %d" % (
+        sys.executable, __file__, a.dst, a.port, a.count, a.size, a.gso_size)), end="")
     sink.wait()
 
 
@@ -139,8 +139,8 @@ def tcp_bulk(a):
     srv = subprocess.Popen(["ip", "netns", "exec", a.dst_ns, sys.executable, __file__,
                             "_tcp-server", "--port", str(a.port), "--seconds", str(a.seconds)])
     time.sleep(0.5)
-    ns(a.src_ns, "%s %s _tcp-client --dst %s --port %d --seconds %s" % (
-        sys.executable, __file__, a.dst, a.port, a.seconds), check=False)
+    print(ns(a.src_ns, "%s %s _tcp-client --dst %s --port %d --seconds %s" % (
+        sys.executable, __file__, a.dst, a.port, a.seconds), check=False), end="")
     srv.wait()
 
 
