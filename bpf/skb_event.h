@@ -58,7 +58,8 @@
 #define CNT_SUBMIT_FAIL  1 /* perf_submit failed: buffer full on this CPU */
 #define CNT_UNPAIRED     2 /* return without a matching entry record */
 #define CNT_ENTRY_FULL   3 /* entry record could not be stored (map full) */
-#define NR_COUNTERS      4
+#define CNT_STAGE_FAIL   4 /* tail call into a stage program failed */
+#define NR_COUNTERS      5
 
 #define MAX_HOOKS        64
 

@@ -151,12 +151,10 @@ static __always_inline int on_mutate_return(struct pt_regs *ctx, u32 hook_id)
 		  ev->gso_type_before != ev->gso_type_after ||
 		  ev->data_len_before != ev->data_len_after ||
 		  ev->nr_frags_before != ev->nr_frags_after;
-	if (changed)
-		note_change(e.skb, ev->head, hook_id, ev->ts_ns);
-
 	r = eval_rules(s, 0, in_tunnel_segment());
 	fresh = r & ~e.reasons;   /* report a bad state once, where it began */
 
+	/* emit before recording, so last= names the change before this one */
 	if (ev->frag_list_before != ev->frag_list_after) {
 		u8 what = !ev->frag_list_before ? EV_CREATE :
 			  !ev->frag_list_after ? EV_CLEAR : EV_MODIFY;
@@ -164,6 +162,8 @@ static __always_inline int on_mutate_return(struct pt_regs *ctx, u32 hook_id)
 	} else if (fresh) {
 		emit(ctx, s, EV_INCONSISTENT, fresh);
 	}
+	if (changed)
+		note_change(e.skb, ev->head, hook_id, ev->ts_ns);
 	return 0;
 }
 
@@ -299,23 +299,61 @@ static __always_inline int on_bracket(int delta)
 	return 0;
 }
 
-/* One line per hook, generated from skbtrace/hooks.py. SKB, AUX and AUX2
- * are expressions on ctx (AUX2 unused here). A second attach backend (fentry/fexit) would define
- * these five macros again, not the hooks. */
+/* Stage programs: one copy of each kind's work (see stage() in skb_common.h).
+ * The loader puts them in `stages` at the STAGE_* indexes of the CONFIG block. */
+int stage_enter(struct pt_regs *ctx)
+{
+	STAGE_ARGS(c);
+	return on_enter(ctx, c.hook_id, (struct sk_buff *)c.skb, c.aux, c.hflags);
+}
+
+int stage_mutate_return(struct pt_regs *ctx)
+{
+	STAGE_ARGS(c);
+	return on_mutate_return(ctx, c.hook_id);
+}
+
+int stage_copy_return(struct pt_regs *ctx)
+{
+	STAGE_ARGS(c);
+	return on_copy_return(ctx, c.hook_id);
+}
+
+int stage_consume_enter(struct pt_regs *ctx)
+{
+	STAGE_ARGS(c);
+	return on_consume_enter(ctx, c.hook_id, (struct sk_buff *)c.skb, c.aux);
+}
+
+int stage_consume_return(struct pt_regs *ctx)
+{
+	STAGE_ARGS(c);
+	return on_consume_return(ctx, c.hook_id);
+}
+
+int stage_segment(struct pt_regs *ctx)
+{
+	STAGE_ARGS(c);
+	return on_segment(ctx, c.hook_id, (struct sk_buff *)c.skb, c.hflags);
+}
+
+/* One line per hook, generated from skbtrace/hooks.py. SKB, AUX and AUX2 are
+ * expressions on the stub's ctx (AUX2 unused here). A second attach backend
+ * (fentry/fexit) would define these five macros again, not the hooks. */
 #define HOOK_MUTATE(fn, id, SKB, AUX, AUX2, HFLAGS) \
-int enter_##fn(struct pt_regs *ctx) { return on_enter(ctx, id, (struct sk_buff *)(SKB), (u64)(AUX), HFLAGS); } \
-int leave_##fn(struct pt_regs *ctx) { return on_mutate_return(ctx, id); }
+int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), 0, HFLAGS, STAGE_ENTER); } \
+int leave_##fn(struct pt_regs *ctx) { return stage(ctx, id, 0, 0, 0, HFLAGS, STAGE_MUTATE_RETURN); }
 
 #define HOOK_COPY(fn, id, SKB, AUX, AUX2, HFLAGS) \
-int enter_##fn(struct pt_regs *ctx) { return on_enter(ctx, id, (struct sk_buff *)(SKB), (u64)(AUX), HFLAGS); } \
-int leave_##fn(struct pt_regs *ctx) { return on_copy_return(ctx, id); }
+int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), 0, HFLAGS, STAGE_ENTER); } \
+int leave_##fn(struct pt_regs *ctx) { return stage(ctx, id, 0, 0, 0, HFLAGS, STAGE_COPY_RETURN); }
 
 #define HOOK_CONSUME(fn, id, SKB, AUX, AUX2, HFLAGS) \
-int enter_##fn(struct pt_regs *ctx) { return on_consume_enter(ctx, id, (struct sk_buff *)(SKB), (u64)(AUX)); } \
-int leave_##fn(struct pt_regs *ctx) { return on_consume_return(ctx, id); }
+int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), 0, HFLAGS, STAGE_CONSUME_ENTER); } \
+int leave_##fn(struct pt_regs *ctx) { return stage(ctx, id, 0, 0, 0, HFLAGS, STAGE_CONSUME_RETURN); }
 
 #define HOOK_SEGMENT(fn, id, SKB, AUX, AUX2, HFLAGS) \
-int enter_##fn(struct pt_regs *ctx) { return on_segment(ctx, id, (struct sk_buff *)(SKB), HFLAGS); }
+int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), 0, 0, HFLAGS, STAGE_SEGMENT); }
 
 #define HOOK_BRACKET(fn, id, SKB, AUX, AUX2, HFLAGS) \
 int enter_##fn(struct pt_regs *ctx) { count_hit(id); return on_bracket(1); } \

@@ -20,6 +20,8 @@
  */
 #include "skb_common.h"
 
+#define OPEN_TNL 0x100   /* hflags: skb_udp_tunnel_segment opens the bracket */
+
 #ifndef GSO_CHANGES_ONLY
 #define GSO_CHANGES_ONLY 0
 #endif
@@ -233,16 +235,46 @@ static __always_inline int on_virtio_skb(struct pt_regs *ctx, u32 hook_id,
 	return 0;
 }
 
-/* One line per hook, generated from skbtrace/hooks.py. */
+/* Stage programs: one copy of each kind's work (see stage() in skb_common.h). */
+int stage_change_enter(struct pt_regs *ctx)
+{
+	STAGE_ARGS(c);
+	return on_change_enter(ctx, c.hook_id, (struct sk_buff *)c.skb, c.aux, c.aux2);
+}
+
+int stage_change_return(struct pt_regs *ctx)
+{
+	STAGE_ARGS(c);
+	return on_change_return(ctx, c.hook_id, c.hflags);
+}
+
+int stage_observe(struct pt_regs *ctx)
+{
+	STAGE_ARGS(c);
+	on_observe(ctx, c.hook_id, (struct sk_buff *)c.skb, c.aux, c.hflags & 0xff);
+	if (c.hflags & OPEN_TNL)
+		tnl_bracket(1);
+	return 0;
+}
+
+int stage_virtio_skb(struct pt_regs *ctx)
+{
+	STAGE_ARGS(c);
+	return on_virtio_skb(ctx, c.hook_id, (struct sk_buff *)c.skb, c.hflags);
+}
+
+/* One line per hook, generated from skbtrace/hooks.py; the last argument is
+ * the EV_* the hook reports. */
 #define HOOK_GSO_CHANGE(fn, id, SKB, AUX, AUX2, EVENT) \
-int enter_##fn(struct pt_regs *ctx) { return on_change_enter(ctx, id, (struct sk_buff *)(SKB), (u64)(AUX), (u8)(AUX2)); } \
-int leave_##fn(struct pt_regs *ctx) { return on_change_return(ctx, id, EVENT); }
+int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), (u8)(AUX2), EVENT, STAGE_CHANGE_ENTER); } \
+int leave_##fn(struct pt_regs *ctx) { return stage(ctx, id, 0, 0, 0, EVENT, STAGE_CHANGE_RETURN); }
 
 #define HOOK_OBSERVE(fn, id, SKB, AUX, AUX2, EVENT) \
-int enter_##fn(struct pt_regs *ctx) { return on_observe(ctx, id, (struct sk_buff *)(SKB), (u64)(AUX), EVENT); }
+int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), 0, EVENT, STAGE_OBSERVE); }
 
+/* the stage opens the bracket after observing the entry state (OPEN_TNL) */
 #define HOOK_OBSERVE_TNL(fn, id, SKB, AUX, AUX2, EVENT) \
-int enter_##fn(struct pt_regs *ctx) { on_observe(ctx, id, (struct sk_buff *)(SKB), (u64)(AUX), EVENT); return tnl_bracket(1); } \
+int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), 0, (EVENT) | OPEN_TNL, STAGE_OBSERVE); } \
 int leave_##fn(struct pt_regs *ctx) { return tnl_bracket(-1); }
 
 #define HOOK_VIRTIO_BRACKET(fn, id, SKB, AUX, AUX2, EVENT) \
@@ -250,6 +282,6 @@ int enter_##fn(struct pt_regs *ctx) { return rx_bracket(id, 1); } \
 int leave_##fn(struct pt_regs *ctx) { return rx_bracket(id, 0); }
 
 #define HOOK_VIRTIO_SKB(fn, id, SKB, AUX, AUX2, EVENT) \
-int enter_##fn(struct pt_regs *ctx) { return on_virtio_skb(ctx, id, (struct sk_buff *)(SKB), EVENT); }
+int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), 0, 0, EVENT, STAGE_VIRTIO_SKB); }
 
 HOOK_LINES

@@ -261,6 +261,7 @@ class Detector(runner.Tool):
     name = "skb_vxlan_source_detector"
     c_file = "skb_vxlan_source_detector.c"
     event_names = DETECTOR_EVENTS
+    stages = ("change_enter", "change_return", "observe", "virtio_skb")
 
     def __init__(self, args, filters):
         runner.Tool.__init__(self, args, filters)

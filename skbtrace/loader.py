@@ -173,10 +173,11 @@ def resolve_hooks(BPF, hooks):
 # --- the program -------------------------------------------------------------
 
 class Program(object):
-    def __init__(self, bcc_module, text, hooks):
+    def __init__(self, bcc_module, text, hooks, stages=()):
         self.bcc = bcc_module
         self.text = text
         self.hooks = hooks
+        self.stages = stages
         self.bpf = None
         self.attached = []
         self.lost_total = 0
@@ -186,6 +187,14 @@ class Program(object):
             self.bpf = self.bcc.BPF(text=self.text)
         except Exception as e:  # bcc raises bare Exception on compile errors
             raise EnvError("BPF program failed to compile or load: %s" % str(e).strip().splitlines()[-1])
+        table = self.bpf["stages"]
+        for i, name in enumerate(self.stages):
+            try:
+                fn = self.bpf.load_func(("stage_" + name).encode(), self.bcc.BPF.KPROBE)
+            except Exception as e:
+                raise EnvError("the kernel refused stage program %s: %s" % (
+                    name, str(e).strip().splitlines()[-1]))
+            table[ctypes.c_int(i)] = ctypes.c_int(fn.fd)
 
     def _kretprobe_kwargs(self):
         try:
@@ -245,7 +254,7 @@ class Program(object):
 
     def counters(self):
         out = {}
-        for name in ("FILTERED", "SUBMIT_FAIL", "UNPAIRED", "ENTRY_FULL"):
+        for name in ("FILTERED", "SUBMIT_FAIL", "UNPAIRED", "ENTRY_FULL", "STAGE_FAIL"):
             out[name] = self.percpu("counters", getattr(event, "CNT_" + name))
         return out
 

@@ -18,6 +18,7 @@ class Tool(object):
     name = None
     c_file = None
     event_names = ()
+    stages = ()     # stage programs of the C file, tail-called by the hook stubs
 
     def __init__(self, args, filters):
         self.args = args
@@ -49,7 +50,9 @@ class Tool(object):
 
     def config_lines(self):
         lines = ["#define STACK_TRACES %d" % (1 if self.args.stack_trace else 0),
-                 "#define LAST_CHANGE_ENTRIES %d" % LAST_CHANGE_ENTRIES]
+                 "#define LAST_CHANGE_ENTRIES %d" % LAST_CHANGE_ENTRIES,
+                 "#define NR_STAGES %d" % max(1, len(self.stages))]
+        lines += ["#define STAGE_%s %d" % (n.upper(), i) for i, n in enumerate(self.stages)]
         lines += self.gso.c_defines()
         lines += self.filters.c_defines()
         return lines
@@ -101,7 +104,7 @@ def run(tool, formatter_cls=Formatter, stats=None):
             h.name for h in tool.hooks))
     for n in tool.notes:
         info("note: %s" % n)
-    program = loader.Program(bcc, tool.program_text(present), present)
+    program = loader.Program(bcc, tool.program_text(present), present, tool.stages)
     info("compiling %d hooks (filters: %s)..." % (len(present), tool.filters.describe()))
     program.compile()
     program.attach()

@@ -51,9 +51,10 @@ class Stats(object):
                                       lost_cb_total))
         unpaired = sum(kernel.get("UNPAIRED", []))
         full = sum(kernel.get("ENTRY_FULL", []))
-        if unpaired or full:
-            out.append("%-20s%d unpaired returns, %d entry records not stored (map full)"
-                       % ("Bookkeeping:", unpaired, full))
+        stage_fail = sum(kernel.get("STAGE_FAIL", []))
+        if unpaired or full or stage_fail:
+            out.append("%-20s%d unpaired returns, %d entry records not stored (map full), "
+                       "%d failed stage calls" % ("Bookkeeping:", unpaired, full, stage_fail))
         for k, v in self.extra.items():
             out.append("%-20s%s" % (k + ":", v))
         out.append("Hooks:")
@@ -84,6 +85,7 @@ class Stats(object):
             "lost_user_space": lost_cb_total,
             "unpaired_returns": sum(kernel.get("UNPAIRED", [])),
             "entry_map_full": sum(kernel.get("ENTRY_FULL", [])),
+            "stage_call_failures": sum(kernel.get("STAGE_FAIL", [])),
             "extra": dict(self.extra),
             "hooks": [{"name": h.name, "symbol": h.symbol,
                        "hits": hook_hits.get(h.hook_id, 0) if h.symbol else None,

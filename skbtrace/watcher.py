@@ -29,6 +29,8 @@ class Watcher(runner.Tool):
     name = "skb_frag_list_watcher"
     c_file = "skb_frag_list_watcher.c"
     event_names = WATCHER_EVENTS
+    stages = ("enter", "mutate_return", "copy_return", "consume_enter", "consume_return",
+              "segment")
 
     def make_hooks(self):
         return hooks.watcher_hooks()

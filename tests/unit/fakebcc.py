@@ -18,6 +18,9 @@ class FakeTable(object):
         idx = key.value if isinstance(key, ctypes.c_int) else key
         return self.bpf.percpu.get((self.name, idx), [0, 0])
 
+    def __setitem__(self, key, value):
+        self.bpf.prog_array[key.value] = value.value
+
     def open_perf_buffer(self, cb, page_cnt=8, lost_cb=None):
         assert page_cnt & (page_cnt - 1) == 0
         self.bpf.cb = cb
@@ -41,12 +44,22 @@ class BPF(object):
         self.cb = None
         self.lost_cb = None
         self.polls = 0
+        self.prog_array = {}
         BPF.instances.append(self)
 
     @classmethod
     def get_kprobe_functions(cls, regex):
         rx = re.compile(regex.decode())
         return [n.encode() for n in cls.available if rx.match(n)]
+
+    KPROBE = 2
+
+    def load_func(self, name, prog_type):
+        self.stages_loaded = getattr(self, "stages_loaded", []) + [name.decode()]
+
+        class Fn(object):
+            fd = 100 + len(self.stages_loaded)
+        return Fn()
 
     def attach_kprobe(self, event=None, fn_name=None):
         self.attached.append(("kprobe", event.decode(), fn_name.decode()))

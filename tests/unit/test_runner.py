@@ -65,6 +65,12 @@ def test_signal_prints_statistics(fake, capsys, sig):
     kinds = set((k, sym) for k, sym, _fn in fake.BPF.instances[-1].attached)
     assert ("kretprobe", "pskb_expand_head") in kinds and ("kprobe", "udp4_gso_segment") in kinds
     assert ("kretprobe", "skb_segment") not in kinds
+    # every stage program is loaded into the tail-call array
+    inst = fake.BPF.instances[-1]
+    assert inst.stages_loaded == ["stage_enter", "stage_mutate_return", "stage_copy_return",
+                                  "stage_consume_enter", "stage_consume_return", "stage_segment"]
+    assert sorted(inst.prog_array) == list(range(6))
+    assert "#define STAGE_SEGMENT 5" in text and "#define NR_STAGES 6" in text
 
 
 def test_json_mode_and_output_file(fake, tmp_path, capsys):
