@@ -96,10 +96,13 @@ def install(monkeypatch=None):
     """Make skbtrace.loader.preflight() return this fake."""
     from skbtrace import loader
     mod = Module()
+    def scan(patterns):
+        found = dict((p, sorted(n for n in BPF.available if re.match(p, n))) for p in patterns)
+        return found, dict((n, 1) for n in BPF.available), {}
     if monkeypatch is not None:
         monkeypatch.setattr(loader, "preflight", lambda: mod)
-        monkeypatch.setattr(loader, "kallsyms_counts", lambda names: ({}, {}))
+        monkeypatch.setattr(loader, "scan_kallsyms", scan)
     else:
         loader.preflight = lambda: mod
-        loader.kallsyms_counts = lambda names: ({}, {})
+        loader.scan_kallsyms = scan
     return mod

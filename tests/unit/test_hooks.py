@@ -40,3 +40,30 @@ def test_c_lines():
     assert frag.c_line().startswith("HOOK_CONSUME(ip_do_fragment, %d, PT_REGS_PARM3(ctx)" % frag.hook_id)
     pull = [h for h in hs.values() if h.name == "__pskb_pull_tail"][0]
     assert pull.c_line() == "HOOK_MUTATE(__pskb_pull_tail, %d, PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), 0, 0)" % pull.hook_id
+
+
+def test_scan_kallsyms(tmp_path):
+    from skbtrace import loader
+    ks = tmp_path / "kallsyms"
+    ks.write_text("\n".join([
+        "ffffffff81000000 T skb_segment",
+        "ffffffff81000100 T skb_segment_list",
+        "ffffffff81000200 t udp4_gso_segment.isra.0",
+        "ffffffff81000300 t receive_buf\t[virtio_net]",
+        "ffffffff81000400 t dup_fn",
+        "ffffffff81000500 t dup_fn",
+        "ffffffff81000600 t skb_copy.cold",
+        "ffffffff81000700 T __init_begin",
+        "ffffffff81000800 T pskb_expand_head",
+        "ffffffff81000900 T __init_end",
+        "ffffffff81000a00 D skb_copy",
+    ]) + "\n")
+    pats = [r"^(skb_segment)$", r"^(udp4_ufo_fragment|udp4_gso_segment)(\.(isra|constprop|part|cold|llvm)\.\d+)*$",
+            r"^(receive_buf)$", r"^(dup_fn)$", r"^(pskb_expand_head)$", r"^(skb_copy)(\.cold)?$"]
+    found, counts, modules = loader.scan_kallsyms(pats, str(ks))
+    assert found[pats[0]] == ["skb_segment"]          # not skb_segment_list
+    assert found[pats[1]] == ["udp4_gso_segment.isra.0"]
+    assert found[pats[2]] == ["receive_buf"] and modules["receive_buf"] == "virtio_net"
+    assert counts["dup_fn"] == 2
+    assert found[pats[4]] == []                        # init section
+    assert found[pats[5]] == []                        # .cold and data symbols
