@@ -301,8 +301,21 @@ static __always_inline int filter_keep(struct scratch_t *s)
 		return 0;
 #endif
 #if FILTER_IFINDEX
-	if (ev->ifindex != FILTER_IFINDEX && ev->iif != FILTER_IFINDEX)
-		return 0;
+	/* ifindexes repeat across network namespaces: match the device's too */
+	{
+		struct net *net = 0;
+		u32 inum = 0;
+
+		if (ev->ifindex != FILTER_IFINDEX && ev->iif != FILTER_IFINDEX)
+			return 0;
+		if (s->skb.dev) {
+			bpf_probe_read(&net, sizeof(net), &s->skb.dev->nd_net.net);
+			if (net)
+				bpf_probe_read(&inum, sizeof(inum), &net->ns.inum);
+		}
+		if (inum != FILTER_NETNS_INUM)
+			return 0;
+	}
 #endif
 #if FILTER_SRC
 	if (!addr_eq(ev->saddr, ev->family, FILTER_SRC_W0, FILTER_SRC_W1,

@@ -1,5 +1,6 @@
 """Command-line filters, validated in Python and compiled into the BPF program
 as #define lines, so that filtered events never leave the kernel."""
+import os
 import socket
 import struct
 
@@ -35,19 +36,25 @@ class Filters(object):
         self.dst = dst
         self.interface = interface
         self.ifindex = ifindex
+        self.netns_inum = 0     # the tool's network namespace, with --interface
 
     @classmethod
     def from_args(cls, args):
         src = parse_ip(args.src_ip, "--src-ip") if args.src_ip else None
         dst = parse_ip(args.dst_ip, "--dst-ip") if args.dst_ip else None
         ifindex = resolve_interface(args.interface) if args.interface else 0
-        return cls(args.gso_only, src, dst, args.interface, ifindex)
+        f = cls(args.gso_only, src, dst, args.interface, ifindex)
+        if ifindex:
+            f.netns_inum = os.stat("/proc/self/ns/net").st_ino
+        return f
 
     def c_defines(self):
         lines = [
             "#define FILTER_GSO_ONLY %d" % (1 if self.gso_only else 0),
             "#define FILTER_IFINDEX %d" % self.ifindex,
         ]
+        if self.ifindex:
+            lines.append("#define FILTER_NETNS_INUM %dU" % self.netns_inum)
         for tag, addr in (("SRC", self.src), ("DST", self.dst)):
             if addr is None:
                 lines.append("#define FILTER_%s 0" % tag)

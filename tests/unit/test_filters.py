@@ -1,4 +1,5 @@
 import argparse
+import os
 import socket
 import struct
 
@@ -52,6 +53,8 @@ def test_interface():
     f = filters.Filters.from_args(args(interface="lo"))
     assert f.ifindex == socket.if_nametoindex("lo")
     assert "#define FILTER_IFINDEX %d" % f.ifindex in f.c_defines()
+    inum = os.stat("/proc/self/ns/net").st_ino
+    assert "#define FILTER_NETNS_INUM %dU" % inum in f.c_defines()
     for bad in ("nosuchif0", "x" * 20, "a/b"):
         with pytest.raises(UserError):
             filters.resolve_interface(bad)

@@ -7,6 +7,7 @@ vxlan overlay (`vxlan`): h1 vx0 198.19.0.1/24 <-> h2 vx0 198.19.0.2/24, VNI 42,
 dstport 4789, over the routed underlay.
 
     traffic.py topo [--gro-list on|off] [--udp-gro-fwd on|off] [--sender-tso on|off]
+                    [--router-egress-gso on|off]
     traffic.py udp-gso [--count 20] [--size 14000] [--gso-size 1000] [--dst 198.18.2.1]
     traffic.py tcp-bulk [--seconds 2] [--dst 198.18.2.1]
     traffic.py vxlan [--csum on|off] [--gro on|off]
@@ -63,6 +64,9 @@ def topo(a):
     ns("r", "ethtool -K r-h1 gro on")
     ns("r", "ethtool -K r-h1 rx-gro-list %s" % a.gro_list, check=False)
     ns("r", "ethtool -K r-h1 rx-udp-gro-forwarding %s" % a.udp_gro_fwd, check=False)
+    if a.router_egress_gso == "off":
+        # segment on the router itself (validate_xmit_skb) instead of in h2
+        ns("r", "ethtool -K r-h2 tx-udp-segmentation off tx-gso-list off", check=False)
     if a.sender_tso == "off":
         ns("h1", "ethtool -K eth0 tso off tx-udp-segmentation off", check=False)
     # let the first packets resolve neighbours before tests count events
@@ -183,6 +187,7 @@ def main():
     t.add_argument("--gro-list", default="on", choices=["on", "off"])
     t.add_argument("--udp-gro-fwd", default="off", choices=["on", "off"])
     t.add_argument("--sender-tso", default="off", choices=["on", "off"])
+    t.add_argument("--router-egress-gso", default="on", choices=["on", "off"])
     for name in ("udp-gso", "tcp-bulk"):
         u = sub.add_parser(name)
         u.add_argument("--dst", default="198.18.2.1")
