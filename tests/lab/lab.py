@@ -222,6 +222,34 @@ class Lab(object):
         return res
 
 
+    def start_tool(self, tool, name="tool", ready="Hit Ctrl-C to end", timeout=600):
+        """Start a tracer in the background in the guest and wait until it is
+        tracing; stop_tool() signals it and returns its Result. For scenarios
+        where the host acts while the tool runs (the tap injector)."""
+        d = "/tmp/bg-%s" % name
+        r = self.run("rm -rf {d}; mkdir -p {d}; (nohup bash -c {tool} > {d}/out 2> {d}/err; "
+                     "echo $? > {d}/rc) > /dev/null 2>&1 & echo $! > {d}/pid; "
+                     "for i in $(seq {n}); do grep -q {ready} {d}/err && exit 0; "
+                     "test -e {d}/rc && break; sleep 0.2; done; cat {d}/err; exit 1".format(
+                         d=d, tool=_q("exec " + tool), n=int(timeout * 5), ready=_q(ready)),
+                     timeout=timeout + 30)
+        if r.rc != 0:
+            raise LabError("%s did not start tracing: %r" % (tool, r))
+
+    def stop_tool(self, name="tool", signal_name="TERM", settle=1.0):
+        d = "/tmp/bg-%s" % name
+        r = self.run("sleep {s}; pkill -{sig} -f -- '^python3 .*skb_' ; for i in $(seq 300); do "
+                     "test -e {d}/rc && break; sleep 0.2; done; cat {d}/rc".format(
+                         d=d, s=settle, sig=signal_name), timeout=120)
+        out = self.run("cat %s/out" % d).out
+        err = self.run("cat %s/err" % d).out
+        try:
+            rc = int(r.out.strip())
+        except ValueError:
+            rc = None
+        return Result(rc, out, err, r.seconds)
+
+
 def _q(s):
     return "'" + s.replace("'", "'\\''") + "'"
 

@@ -1,0 +1,131 @@
+"""skb_frag_list_watcher.py on a real kernel against real traffic.
+
+Each tool start costs a BCC compile (~1-2 min under TCG), so every test
+drives several traffic steps through one run and asserts on all of them."""
+import json
+import re
+
+import pytest
+
+pytestmark = pytest.mark.lab
+
+T = "python3 tests/lab/guest/traffic.py"
+W = "python3 skb_frag_list_watcher.py"
+
+
+def events(out):
+    return [l for l in out.splitlines() if re.match(r"^\d\d:\d\d:\d\d\.\d{6} ", l)]
+
+
+def stats_block(out):
+    return out[out.index("--- Statistics ---"):]
+
+
+def hook_row(out, name):
+    for line in stats_block(out).splitlines():
+        parts = line.split()
+        if parts and parts[0] == name:
+            return parts
+    raise AssertionError("no statistics row for %s" % name)
+
+
+def test_healthy_forwarding_create_clear_and_sigterm_stats(topo):
+    r = topo.trace(W, traffic=[
+        "%s udp-gso --count 10" % T,                                  # fraglist GRO
+        "%s tcp-bulk --seconds 2" % T,                                # TCP GSO/GRO
+        "%s topo --gro-list off --udp-gro-fwd on && %s udp-gso --count 10" % (T, T),
+    ], signal_name="TERM")
+    assert r.rc == 0, r
+    assert all(t["rc"] == 0 for t in r.traffic), r.traffic
+    assert "udp-sink received 140000 bytes" in r.traffic[0]["out"], r.traffic
+    ev = events(r.out)
+    creates = [l for l in ev if " CREATE " in l and "skb_gro_receive_list" in l]
+    clears = [l for l in ev if " CLEAR " in l and "skb_segment_list" in l]
+    assert creates and clears, r.out
+    # CREATE then CLEAR of the same skb, and the CLEAR names the GRO that built it
+    skb = clears[0].split("|")[1].strip()
+    first_create = next(i for i, l in enumerate(ev) if " CREATE " in l and skb in l)
+    assert first_create < ev.index(clears[0])
+    assert "[!!]" in clears[0] and "last=skb_gro_receive_list(+" in clears[0]
+    # healthy traffic: no finding of any grade
+    assert "INCONSISTENT" not in "\n".join(ev) and "[WARNING]" not in r.out, r.out
+    st = stats_block(r.out)
+    assert "INCONSISTENT:     0    (CRITICAL 0, WARNING 0)" in st
+    assert re.search(r"CREATE events:\s+%d" % len([l for l in ev if " CREATE " in l]), st)
+    assert "Lost events:        0" in st
+    assert int(hook_row(r.out, "skb_gro_receive_list")[1]) > 0
+    assert "Tracing " in r.err and "skipped hook" in r.err
+
+
+def test_bpf_pull_data_then_skb_segment_names_the_mutator(lab):
+    lab.run("%s topo --gro-list on --router-egress-gso off && %s tc-attach --netns r --dev r-h1 "
+            "--dir ingress --src tests/lab/progs/pull_data.c --fn pull_all" % (T, T), check=True)
+    try:
+        r = lab.trace(W + " --verbose --stack-trace", traffic=["%s udp-gso --count 3" % T],
+                      signal_name="INT")
+    finally:
+        lab.run("%s cleanup" % T)
+    assert r.rc == 0, r
+    assert "udp-sink received 42000 bytes" in r.traffic[0]["out"]    # nothing crashed
+    lines = r.out.splitlines()
+    pull = [l for l in lines if " CLEAR " in l and "bpf_skb_pull_data" in l]
+    assert pull and "[!!] [WARNING] reasons=NULL_FRAGLIST_GSO,FRAGLIST_NO_LIST" in pull[0]
+    assert "type=0x60000(UDP_L4|FRAGLIST)" in pull[0]
+    seg = [l for l in lines if " INCONSISTENT " in l and " skb_segment " in l]
+    assert seg, r.out
+    assert "[WARNING]" in seg[0] and "[CRITICAL]" not in r.out
+    assert "last=bpf_skb_pull_data(+" in seg[0]
+    # verbose: the flow line under the event
+    i = lines.index(seg[0])
+    assert lines[i + 1].startswith("  -> Flow: 198.18.1.1:") and "-> 198.18.2.1:9000 udp" in lines[i + 1]
+    # stack trace: symbol names under the events
+    stack = [l.strip() for l in lines[i + 2:i + 12] if l.startswith("        ")]
+    assert stack and stack[0].startswith("skb_segment+0x"), lines[i:i + 12]
+    assert any(s.startswith(("__udp_gso_segment", "udp4_ufo_fragment", "inet_gso_segment",
+                             "skb_mac_gso_segment", "__skb_gso_segment")) for s in stack), stack
+    assert "INCONSISTENT:     3" in stats_block(r.out)
+
+
+def _json_events(out):
+    objs = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    return [o for o in objs if o["type"] == "event"], [o for o in objs if o["type"] == "statistics"]
+
+
+BOTH_WAYS = ["%s udp-gso --count 5" % T,
+             "%s udp-gso --count 5 --src-ns h2 --dst-ns h1 --dst 198.18.1.1" % T]
+
+
+def test_src_ip_filter_narrows_real_traffic(topo):
+    r = topo.trace(W + " --json --src-ip 198.18.2.1", traffic=BOTH_WAYS)
+    assert r.rc == 0, r
+    evs, st = _json_events(r.out)
+    assert evs, r.out
+    assert all("198.18.2.1:" in e["flow"].split(" -> ")[0] for e in evs), evs
+    assert st[0]["filtered_out"] > 0
+
+
+def test_dst_ip_and_gso_only_filters(topo):
+    r = topo.trace(W + " --json --gso-only --dst-ip 198.18.1.1",
+                   traffic=BOTH_WAYS + ["%s tcp-bulk --seconds 1" % T])
+    assert r.rc == 0, r
+    evs, st = _json_events(r.out)
+    assert evs, r.out
+    for e in evs:
+        assert " -> 198.18.1.1:" in e["flow"], e
+        assert e["gso_size_before"] > 0 or e["gso_size_after"] > 0, e
+    assert st[0]["filtered_out"] > 0
+
+
+def test_interface_filter_in_a_namespace(topo):
+    # --interface resolves in the tool's own network namespace
+    r = topo.trace("ip netns exec r " + W + " --json --interface r-h2", traffic=BOTH_WAYS)
+    assert r.rc == 0, r
+    evs, st = _json_events(r.out)
+    idx = int(topo.run("ip netns exec r cat /sys/class/net/r-h2/ifindex").out)
+    assert evs, r.out
+    assert all(e["ifindex"] == idx or e["iif"] == idx for e in evs)
+    # only the h2 -> h1 direction enters the router on r-h2
+    assert any(e["flow"].startswith("198.18.2.1:") for e in evs)
+    assert st[0]["filtered_out"] > 0
+    bad = topo.run("python3 skb_frag_list_watcher.py --interface r-h2")   # not in this netns
+    assert bad.rc == 2 and bad.err.count("\n") == 1 and "no interface named 'r-h2'" in bad.err
