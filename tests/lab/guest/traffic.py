@@ -59,16 +59,18 @@ def topo(a):
     ns("h1", "ip route add default via 198.18.1.254")
     ns("h2", "ip route add default via 198.18.2.254")
     ns("r", "sysctl -qw net.ipv4.ip_forward=1")
-    # GRO on the router's ingress veth (veth runs NAPI/GRO when gro is on);
-    # the sender segments itself so the router's GRO has work to do.
-    ns("r", "ethtool -K r-h1 gro on")
-    ns("r", "ethtool -K r-h1 rx-gro-list %s" % a.gro_list, check=False)
-    ns("r", "ethtool -K r-h1 rx-udp-gro-forwarding %s" % a.udp_gro_fwd, check=False)
+    # GRO on the router's veths in both directions (veth runs NAPI/GRO when
+    # gro is on); the hosts segment themselves so the router's GRO has work.
+    for dev in ("r-h1", "r-h2"):
+        ns("r", "ethtool -K %s gro on" % dev)
+        ns("r", "ethtool -K %s rx-gro-list %s" % (dev, a.gro_list), check=False)
+        ns("r", "ethtool -K %s rx-udp-gro-forwarding %s" % (dev, a.udp_gro_fwd), check=False)
     if a.router_egress_gso == "off":
         # segment on the router itself (validate_xmit_skb) instead of in h2
         ns("r", "ethtool -K r-h2 tx-udp-segmentation off tx-gso-list off", check=False)
     if a.sender_tso == "off":
-        ns("h1", "ethtool -K eth0 tso off tx-udp-segmentation off", check=False)
+        for n in ("h1", "h2"):
+            ns(n, "ethtool -K eth0 tso off tx-udp-segmentation off", check=False)
     # let the first packets resolve neighbours before tests count events
     ns("h1", "ping -c1 -W2 198.18.2.1", check=False)
 
