@@ -7,6 +7,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 
 from skbtrace import event, paths
 from skbtrace.errors import EnvError
@@ -53,6 +54,20 @@ def kprobes_supported():
     return any(os.path.exists(os.path.join(d, "kprobe_events")) for d in TRACEFS_DIRS)
 
 
+def mount_tracefs():
+    """`ip netns exec` gives the tool a fresh /sys without tracefs or debugfs;
+    mount them (in that private mount namespace) rather than fail."""
+    for fstype, target in (("tracefs", "/sys/kernel/tracing"), ("debugfs", "/sys/kernel/debug")):
+        if os.path.isdir(target) and not os.listdir(target):
+            subprocess.call(["mount", "-t", fstype, "nodev", target],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if tracefs_dir() is None:
+        return False
+    sys.stderr.write("note: mounted tracefs and debugfs (this mount namespace had none, as "
+                     "under ip netns exec)\n")
+    return True
+
+
 def headers_present(release):
     if os.path.isdir("/lib/modules/%s/build/include" % release):
         return True
@@ -89,7 +104,7 @@ def preflight():
         raise EnvError("this kernel (%s) has no kprobe support: neither %s nor a "
                        "kprobe_events file in tracefs (CONFIG_KPROBES / "
                        "CONFIG_KPROBE_EVENTS off)" % (platform.release(), KPROBE_PMU))
-    if tracefs_dir() is None:
+    if tracefs_dir() is None and not mount_tracefs():
         raise EnvError("tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing "
                        "(or mount debugfs on /sys/kernel/debug)")
     release = platform.release()

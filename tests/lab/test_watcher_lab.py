@@ -61,12 +61,13 @@ def test_bpf_pull_data_then_skb_segment_names_the_mutator(lab):
     lab.run("%s topo --gro-list on --router-egress-gso off && %s tc-attach --netns r --dev r-h1 "
             "--dir ingress --src tests/lab/progs/pull_data.c --fn pull_all" % (T, T), check=True)
     try:
-        r = lab.trace(W + " --verbose --stack-trace", traffic=["%s udp-gso --count 3" % T],
-                      signal_name="INT")
+        r = lab.trace(W + " --verbose --stack-trace",
+                      traffic=["%s udp-gso --count 3 --seconds 8" % T], signal_name="INT")
     finally:
         lab.run("%s cleanup" % T)
     assert r.rc == 0, r
-    assert "udp-sink received 42000 bytes" in r.traffic[0]["out"]    # nothing crashed
+    # the kernel survived and delivered (stack walks slow the emulated guest down)
+    assert re.search(r"udp-sink received [1-9]\d* bytes", r.traffic[0]["out"]), r.traffic
     lines = r.out.splitlines()
     pull = [l for l in lines if " CLEAR " in l and "bpf_skb_pull_data" in l]
     assert pull and "[!!] [WARNING] reasons=NULL_FRAGLIST_GSO,FRAGLIST_NO_LIST" in pull[0]
@@ -121,6 +122,7 @@ def test_interface_filter_in_a_namespace(topo):
     # --interface resolves in the tool's own network namespace
     r = topo.trace("ip netns exec r " + W + " --json --interface r-h2", traffic=BOTH_WAYS)
     assert r.rc == 0, r
+    assert "note: mounted tracefs" in r.err      # ip netns exec remounts /sys
     evs, st = _json_events(r.out)
     idx = int(topo.run("ip netns exec r cat /sys/class/net/r-h2/ifindex").out)
     assert evs, r.out

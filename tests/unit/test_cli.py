@@ -99,6 +99,7 @@ def test_preflight_order_and_messages(monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setattr(loader, "kprobes_supported", lambda: True)
     monkeypatch.setattr(loader, "tracefs_dir", lambda: None)
+    monkeypatch.setattr(loader, "mount_tracefs", lambda: False)
     with pytest.raises(EnvError) as e:
         loader.preflight()
     assert "tracefs is not mounted" in str(e.value)
