@@ -97,7 +97,14 @@ static __always_inline void report(void *ctx, struct scratch_t *s, u8 event, int
 		return;
 	if (GSO_CHANGES_ONLY && ev->gso_type_before == ev->gso_type_after && !new_origin)
 		return;
-	r = eval_rules(s, 0, in_tunnel_segment()) & RSN_TUNNEL_MASK;
+	/* Tunnel transmit and BPF encap hooks see the packet mid-construction:
+	 * iptunnel_handle_offloads() runs before the outer headers are pushed,
+	 * udp_tunnel_xmit_skb() before the outer IP header, and adjust_room
+	 * before the program writes the outer headers. The metadata rule waits
+	 * for the next hook. */
+	r = 0;
+	if (event != EV_TUNNEL_XMIT && event != EV_BPF_HELPER)
+		r = eval_rules(s, 0, in_tunnel_segment()) & RSN_TUNNEL_MASK;
 	if (in_tunnel_segment())
 		ev->flags |= F_IN_TNL_SEG;
 	ev->event = event;
