@@ -69,7 +69,11 @@ static __always_inline struct scratch_t *load(struct sk_buff *skb, u32 hook_id)
 /* since: entry time of this call; a tunnel origin recorded after it was set
  * by a nested hook (udp_gro_complete inside udp4_gro_complete inside
  * inet_gro_complete) and is the more precise one. */
-static __always_inline void report(void *ctx, struct scratch_t *s, u8 event, int vnet, u64 since)
+/* nested: an outer traced call of this task is still running; it may be the
+ * setter (udp_gro_complete sets the bit, then calls the inner
+ * inet_gro_complete), so a nested "already set" is not recorded as origin. */
+static __always_inline void report(void *ctx, struct scratch_t *s, u8 event, int vnet, u64 since,
+				   int nested)
 {
 	struct skb_event *ev = &s->ev;
 	u32 tb = ev->gso_type_before & KGSO_TUNNEL_BITS;
@@ -80,7 +84,9 @@ static __always_inline void report(void *ctx, struct scratch_t *s, u8 event, int
 	int new_origin = 0;
 	u32 r;
 
-	if (ta && (!o || (!tb && o->ts_ns < since))) {
+	if (ta && tb && !o && nested) {
+		/* leave it to the outer call */
+	} else if (ta && (!o || (!tb && (o->ts_ns < since || (o->flags & F_ORIGIN_ON_ENTRY))))) {
 		n.ts_ns = ev->ts_ns;
 		n.head = ev->head;
 		n.hook_id = ev->hook_id;
@@ -97,14 +103,17 @@ static __always_inline void report(void *ctx, struct scratch_t *s, u8 event, int
 		return;
 	if (GSO_CHANGES_ONLY && ev->gso_type_before == ev->gso_type_after && !new_origin)
 		return;
-	/* Tunnel transmit and BPF encap hooks see the packet mid-construction:
-	 * iptunnel_handle_offloads() runs before the outer headers are pushed,
-	 * udp_tunnel_xmit_skb() before the outer IP header, and adjust_room
-	 * before the program writes the outer headers. The metadata rule waits
-	 * for the next hook. */
-	r = 0;
-	if (event != EV_TUNNEL_XMIT && event != EV_BPF_HELPER)
-		r = eval_rules(s, 0, in_tunnel_segment()) & RSN_TUNNEL_MASK;
+	/* Setter hooks see the header offsets mid-construction: GRO completion
+	 * runs with network_header on the innermost IP header,
+	 * iptunnel_handle_offloads() before the outer headers are pushed,
+	 * udp_tunnel_xmit_skb() before the outer IP header, adjust_room before
+	 * the program writes the outer headers (all measured in the lab). There
+	 * only skb->encapsulation is checked; the offsets at the next hook. */
+	r = eval_rules(s, 0, in_tunnel_segment());
+	if (event == EV_GRO_COMPLETE || event == EV_TUNNEL_XMIT || event == EV_BPF_HELPER)
+		r &= RSN_TUNNEL_NO_ENCAP;
+	else
+		r &= RSN_TUNNEL_MASK;
 	if (in_tunnel_segment())
 		ev->flags |= F_IN_TNL_SEG;
 	ev->event = event;
@@ -150,7 +159,14 @@ static __always_inline int on_change_return(struct pt_regs *ctx, u32 hook_id, u8
 	fill_state(s, hook_id);
 	copy_entry_to_event(&s->ev, &e);
 	s->ev.ret = PT_REGS_RC(ctx);
-	report(ctx, s, event, 0, e.ts_ns);
+	{
+		struct task_key_t tk = {};
+		u32 *dp;
+
+		task_key(&tk);
+		dp = depths.lookup(&tk);
+		report(ctx, s, event, 0, e.ts_ns, dp && *dp);
+	}
 	return 0;
 }
 
@@ -168,7 +184,7 @@ static __always_inline int on_observe(struct pt_regs *ctx, u32 hook_id,
 #if STACK_TRACES
 	s->ev.stack_id = stacks.get_stackid(ctx, 0);
 #endif
-	report(ctx, s, event, 0, s->ev.ts_ns);
+	report(ctx, s, event, 0, s->ev.ts_ns, 0);
 	return 0;
 }
 
@@ -238,7 +254,7 @@ static __always_inline int on_virtio_skb(struct pt_regs *ctx, u32 hook_id,
 #if STACK_TRACES
 	s->ev.stack_id = stacks.get_stackid(ctx, 0);
 #endif
-	report(ctx, s, event, h.gso_type != 0, s->ev.ts_ns);
+	report(ctx, s, event, h.gso_type != 0, s->ev.ts_ns, 0);
 	return 0;
 }
 
