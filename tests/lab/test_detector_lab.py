@@ -52,8 +52,9 @@ def test_virtio_gro_complete_and_tunnel_xmit(lab):
     assert "flags=NEEDS_CSUM" in v[0] and "[UDP_TUNNEL ADDED]" not in v[0]
     # E: the vxlan device's xmit sets the tunnel bit
     x = lines_with(out, " TUNNEL_XMIT ", "iptunnel_handle_offloads", "[UDP_TUNNEL ADDED]")
-    assert x and "mask=0xc00(UDP_TUNNEL|UDP_TUNNEL_CSUM)" in x[0] or \
-        x and "mask=0x400(UDP_TUNNEL)" in x[0], out
+    assert x, out
+    # vxlan with UDP checksums asks for UDP_TUNNEL_CSUM only
+    assert "mask=0x800(UDP_TUNNEL_CSUM)" in x[0] and "-> 0x801(TCPV4|UDP_TUNNEL_CSUM)" in x[0]
     # the segmentation later names that origin
     seg = lines_with(out, " GSO_SET ", "skb_udp_tunnel_segment", "origin=iptunnel_handle_offloads(+")
     assert seg, out
