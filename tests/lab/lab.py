@@ -66,6 +66,8 @@ class Lab(object):
     # --- lifecycle -------------------------------------------------------------
 
     def __enter__(self):
+        # SIGTERM (CI timeouts, kill) must clean up like Ctrl-C does
+        signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             self.start()
         except BaseException:
@@ -248,6 +250,10 @@ class Lab(object):
         except ValueError:
             rc = None
         return Result(rc, out, err, r.seconds)
+
+
+def _raise_interrupt(_signum, _frame):
+    raise KeyboardInterrupt
 
 
 def _q(s):
