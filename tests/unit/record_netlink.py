@@ -11,7 +11,8 @@ end, also on errors.
 
 Setups: plain (veth pair va/vb), vxlan (vx0 VNI 42 port 4789 local 198.18.0.1,
 udpcsum), tcbpf (clsact on va: ingress + egress bpf filters; old ingress qdisc
-on vb with a bpf filter), xdp (XDP, driver mode, on veth vb), ipip (ipip1 + tunl0), gre
+on vb with a bpf filter), xdp (XDP, driver mode, on veth vb), tcx (a tcx ingress link on va, kernel
+6.6+), ipip (ipip1 + tunl0), gre
 (gre1, gretap gt1, sit sit1), fou (FOU port 5555 ipproto 4, GUE port 5556, ipip
 ipfou with encap fou dport 5555, remote 198.18.0.6), geneve (gnv0 VNI 7 port 6081), all. ipip,
 gre, fou and geneve need those kernel modules (the lab guest has them; this
@@ -46,7 +47,8 @@ if ROOT not in sys.path:
 
 from skbtrace import static_check  # noqa: E402
 
-SETUPS = ("plain", "vxlan", "tcbpf", "xdp", "ipip", "gre", "fou", "geneve", "all")
+SETUPS = ("plain", "vxlan", "tcbpf", "xdp", "tcx", "ipip", "gre", "fou", "geneve", "all")
+_HOLD = []          # tcx link fds: the attachment lives as long as the fd
 
 # what the live check expects in render_lines() of each setup
 EXPECT = {
@@ -61,6 +63,8 @@ EXPECT = {
               "encapsulate in UDP without a device"],
     "xdp": ["STATIC: XDP programs: vb drv stc_xdp id ",
             "0 tc BPF and 1 XDP programs attached"],
+    "tcx": ["STATIC: tc BPF programs: va ingress stc_tcx id ", " (tcx)",
+            "STATIC: No VXLAN devices, 1 tc BPF and 0 XDP programs attached"],
     "ipip": ["module fallback devices, down: tunl0", "ipip1 ipip local 198.18.0.1 remote 198.18.0.2",
              "STATIC: No VXLAN devices, IPIP configured (ipip1)"],
     "gre": ["gre1 gre local 198.18.0.1 remote 198.18.0.2", "SIT: sit1, GRE: gre1, GRETAP: gt1"],
@@ -138,6 +142,8 @@ def setup(ns, which):
     if which in ("geneve",) or every:
         _mod("geneve")
         sh(n + "link add gnv0 type geneve id 7 remote 198.18.0.2 dstport 6081")
+    if which == "tcx":
+        attach_tcx(ns)
     if which in ("tcbpf", "xdp") or every:
         attach_bpf(ns, tc=which in ("tcbpf",) or every, xdp=which in ("xdp",) or every)
 
@@ -174,7 +180,22 @@ def attach_bpf(ns, tc, xdp):
         ipr.close()
 
 
+def attach_tcx(ns):
+    """A tcx (bpf_mprog, 6.6+) ingress program on va through BPF_LINK_CREATE:
+    invisible to tc netlink dumps, found by BPF_PROG_QUERY."""
+    import socket
+    with static_check._InNetns(ns):
+        fd = load_prog(BPF_PROG_TYPE_SCHED_CLS, "stc_tcx", -1)
+        attr = struct.pack("=IIII", fd, socket.if_nametoindex("va"),
+                           static_check.BPF_TCX_INGRESS, 0) + b"\0" * 48
+        link_fd, _ = static_check._bpf(28, attr)             # BPF_LINK_CREATE
+        os.close(fd)
+        _HOLD.append(link_fd)
+
+
 def teardown(ns):
+    while _HOLD:
+        os.close(_HOLD.pop())
     sh("ip netns del %s" % ns, check=False)
 
 

@@ -288,3 +288,15 @@ def test_idle_tunl0_alone_is_not_configuration():
     lines = sc.render_lines(rep)
     assert lines[0] == "STATIC: tunnel devices: none; module fallback devices, down: tunl0"
     assert lines[-1] == "STATIC: No VXLAN devices, no tc/XDP BPF programs, " + NO_VX
+
+
+def test_tcx_program_found_by_prog_query():
+    # 6.18 host: a tcx link is not in any tc dump, BPF_PROG_QUERY finds it
+    rep = report("tcx")
+    assert not raw("tcx")["filters"]
+    (l, p), = rep.tc_programs()
+    assert (l["name"], p["direction"], p["attach"], p["name"]) == ("va", "ingress", "tcx",
+                                                                   "stc_tcx")
+    assert sc.render_lines(rep)[1] == "STATIC: tc BPF programs: va ingress stc_tcx id %d (tcx)" \
+        % p["id"]
+    assert "1 tc BPF and 0 XDP programs attached: BPF can encapsulate" in sc.verdict(rep)
