@@ -9,15 +9,19 @@ The Debian mirror is read from the host's apt configuration at run time.
     python3 tests/lab/image.py [--kernel 6.1] [--force]
 """
 import argparse
+import fcntl
 import glob
 import hashlib
 import json
+import lzma
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+import zlib
 
 CACHE = os.environ.get("LAB_CACHE", "/var/cache/skbtrace-lab")
 
@@ -38,6 +42,31 @@ OPTIONAL = ["bpftool"]
 
 RECIPE_VERSION = 3   # bump when the build steps below change
 STUB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guest", "stub-init.sh")
+
+# Fast boot: QEMU starts the decompressed vmlinux through its PVH entry point
+# (no real-mode setup, no in-guest decompression) with a tiny busybox initramfs
+# that loads just what mounting the root needs; everything else is modprobe'd
+# from the root file system. Derived from a built image, cached beside it.
+FAST_VERSION = 1
+FAST_MODULES = ["virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtio_console",
+                "virtio_net", "9pnet_virtio", "9p"]
+FAST_INIT = r"""#!/bin/busybox sh
+/bin/busybox mkdir -p /bin /proc /sys /dev /newroot
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in $(cat /modules.order); do
+    insmod /lib/mod/$m || echo "lab initramfs: insmod $m failed"
+done
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+if ! mount -t ext4 -o rw /dev/vda /newroot; then
+    echo "lab initramfs: cannot mount /dev/vda"; echo o > /proc/sysrq-trigger; sleep 5
+fi
+umount /dev /sys /proc
+exec switch_root /newroot /sbin/lab-init
+"""
 
 
 def log(msg):
@@ -146,17 +175,129 @@ def build(kernel, out):
     log("built %s (kernel %s) in %.0f s" % (out, release, time.time() - t0))
 
 
-def ensure(kernel="6.1", force=False):
+def ensure(kernel="6.1", force=False, fast=True):
     if kernel not in KERNELS:
         raise SystemExit("LAB_KERNEL=%s: known kernels are %s" % (kernel, ", ".join(KERNELS)))
     out = image_dir(kernel)
-    if force or not os.path.exists(os.path.join(out, "meta.json")):
-        os.makedirs(CACHE, exist_ok=True)
-        build(kernel, out)
-    with open(os.path.join(out, "meta.json")) as f:
-        meta = json.load(f)
-    meta["dir"] = out
+    os.makedirs(CACHE, exist_ok=True)
+    # one builder at a time per cache (CI and a developer may start together)
+    with open(os.path.join(CACHE, ".lock-%s" % kernel), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if force or not os.path.exists(os.path.join(out, "meta.json")):
+            build(kernel, out)
+        with open(os.path.join(out, "meta.json")) as f:
+            meta = json.load(f)
+        meta["dir"] = out
+        if fast:
+            t0 = time.time()
+            meta["fast"] = fastboot(meta)
+            meta["fast"]["seconds"] = round(time.time() - t0, 1)
     return meta
+
+
+def debugfs_cat(img, path):
+    """A file of the ext4 image, read without mounting it."""
+    p = subprocess.run(["debugfs", "-R", "cat %s" % path, img], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, check=True)
+    return p.stdout
+
+
+def extract_vmlinux(vmlinuz):
+    """The ELF kernel inside a bzImage (what scripts/extract-vmlinux does)."""
+    with open(vmlinuz, "rb") as f:
+        data = f.read()
+    for magic, kind in ((b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"),
+                        (b"\x1f\x8b\x08", "gzip")):
+        pos = data.find(magic)
+        while pos >= 0:
+            try:
+                if kind == "xz":
+                    out = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(data[pos:])
+                elif kind == "gzip":
+                    out = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data[pos:])
+                else:
+                    out = subprocess.run(["zstd", "-dc"], input=data[pos:], stdout=subprocess.PIPE,
+                                         stderr=subprocess.DEVNULL).stdout
+            except (lzma.LZMAError, zlib.error):
+                out = b""
+            if out[:4] == b"\x7fELF":
+                return out
+            pos = data.find(magic, pos + 1)
+    raise RuntimeError("no ELF kernel found in %s" % vmlinuz)
+
+
+def _decompress_module(name, blob):
+    if name.endswith(".xz"):
+        return lzma.decompress(blob)
+    if name.endswith(".zst"):
+        return subprocess.run(["zstd", "-dc"], input=blob, stdout=subprocess.PIPE,
+                              check=True).stdout
+    if name.endswith(".gz"):
+        return zlib.decompress(blob, 16 + zlib.MAX_WBITS)
+    return blob
+
+
+def fastboot(meta):
+    """vmlinux + busybox initramfs for meta's image; cached beside it."""
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    with open(busybox, "rb") as f:
+        bb_hash = hashlib.sha256(f.read()).hexdigest()[:12]
+    key = hashlib.sha256(json.dumps([FAST_VERSION, FAST_MODULES, FAST_INIT, bb_hash]).encode())
+    out = os.path.join(meta["dir"], "fast-" + key.hexdigest()[:12])
+    res = {"kernel": os.path.join(out, "vmlinux"), "initrd": os.path.join(out, "initramfs.cpio")}
+    if os.path.exists(res["initrd"]):
+        return res
+    img = os.path.join(meta["dir"], "root.ext4")
+    rel = meta["release"]
+    log("fast boot: vmlinux and busybox initramfs for %s" % rel)
+    work = out + ".work"
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    with open(os.path.join(work, "vmlinux"), "wb") as f:
+        f.write(extract_vmlinux(os.path.join(meta["dir"], "vmlinuz")))
+    deps = {}
+    for line in debugfs_cat(img, "/lib/modules/%s/modules.dep" % rel).decode().splitlines():
+        mod, _, rest = line.partition(":")
+        deps[mod] = rest.split()
+
+    def key_of(path):
+        return re.sub(r"\.ko(\.\w+)?$", "", os.path.basename(path)).replace("-", "_")
+    by_name = {key_of(m): m for m in deps}
+    order = []
+
+    def add(mod):
+        for d in deps[mod]:
+            add(d)
+        if mod not in order:
+            order.append(mod)
+    for name in FAST_MODULES:
+        if name in by_name:
+            add(by_name[name])
+        else:
+            log("fast boot: module %s not in %s (built in?)" % (name, rel))
+    root = os.path.join(work, "root")
+    os.makedirs(os.path.join(root, "bin"))
+    os.makedirs(os.path.join(root, "lib/mod"))
+    shutil.copy(busybox, os.path.join(root, "bin/busybox"))
+    names = []
+    for mod in order:
+        blob = debugfs_cat(img, "/lib/modules/%s/%s" % (rel, mod))
+        name = key_of(mod) + ".ko"
+        with open(os.path.join(root, "lib/mod", name), "wb") as f:
+            f.write(_decompress_module(mod, blob))
+        names.append(name)
+    with open(os.path.join(root, "modules.order"), "w") as f:
+        f.write("\n".join(names) + "\n")
+    with open(os.path.join(root, "init"), "w") as f:
+        f.write(FAST_INIT)
+    os.chmod(os.path.join(root, "init"), 0o755)
+    with open(os.path.join(work, "initramfs.cpio"), "wb") as f:
+        subprocess.run("find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet", shell=True,
+                       cwd=root, stdout=f, check=True)
+    shutil.rmtree(root)
+    shutil.rmtree(out, ignore_errors=True)
+    os.rename(work, out)
+    return res
 
 
 def main():

@@ -11,10 +11,12 @@ QEMU (TCG) runs inside a network namespace of its own that holds the tap
 /project over 9p (read-only); commands go through a virtio-serial agent.
 Everything (qemu, netns, socket dir) is removed on exit, also on errors.
 """
+import ctypes
 import json
 import os
 import shutil
 import signal
+import threading
 import socket
 import subprocess
 import sys
@@ -27,6 +29,7 @@ sys.path.insert(0, HERE)
 
 import image  # noqa: E402
 
+NETNS_PREFIX = "skbtrace-lab-"
 TAP = "labtap0"
 HOST_ADDR = "198.18.100.1/24"
 GUEST_ADDR = "198.18.100.2/24"
@@ -51,12 +54,21 @@ class Result(object):
 
 
 class Lab(object):
-    def __init__(self, kernel=None, mem=2048, smp=2, boot_timeout=300, log=None):
+    def __init__(self, kernel=None, mem=2048, smp=2, boot_timeout=300, log=None, boot=None,
+                 stream=None):
         self.kernel = kernel or os.environ.get("LAB_KERNEL", "6.1")
         self.mem, self.smp, self.boot_timeout = mem, smp, boot_timeout
-        self.log = log or (lambda m: sys.stderr.write("[lab] %s\n" % m))
-        self.netns = "skbtrace-lab-%d" % os.getpid()
+        self.boot = boot or os.environ.get("LAB_BOOT", "fast")
+        if self.boot not in ("fast", "stock"):
+            raise LabError("LAB_BOOT=%s: fast or stock" % self.boot)
+        # stream guest output live to stderr (pytest shows it with the test's log)
+        self.stream = stream if stream is not None else os.environ.get("LAB_STREAM", "1") != "0"
+        self.log = log or (lambda m: (sys.stderr.write("[lab] %s\n" % m), sys.stderr.flush()))
+        self.netns = NETNS_PREFIX + str(os.getpid())
+        self._netns_made = False
+        self.guest_nic = None
         self.tmp = None
+        self._console_text = ""
         self.qemu = None
         self.sock = None
         self.buf = b""
@@ -66,8 +78,12 @@ class Lab(object):
     # --- lifecycle -------------------------------------------------------------
 
     def __enter__(self):
-        # SIGTERM (CI timeouts, kill) must clean up like Ctrl-C does
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+        self._old_term = None
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            # CI's timeout sends SIGTERM: unwind (pytest tears fixtures down
+            # on KeyboardInterrupt) so QEMU and the namespace go away
+            self._old_term = signal.signal(signal.SIGTERM, _term_to_interrupt)
         try:
             self.start()
         except BaseException:
@@ -77,6 +93,8 @@ class Lab(object):
 
     def __exit__(self, *exc):
         self.stop()
+        if self._old_term is not None:
+            signal.signal(signal.SIGTERM, self._old_term)
 
     def start(self):
         t0 = time.time()
@@ -84,17 +102,27 @@ class Lab(object):
         self.timings["image"] = time.time() - t0
         self.meta = meta
         d = meta["dir"]
+        sweep_stale()
         self.tmp = tempfile.mkdtemp(prefix="skbtrace-lab-")
         sock_path = os.path.join(self.tmp, "agent.sock")
         self.console = os.path.join(self.tmp, "console.log")
+        subprocess.call(["ip", "netns", "del", self.netns], stderr=subprocess.DEVNULL)
         subprocess.check_call(["ip", "netns", "add", self.netns])
+        self._netns_made = True
         subprocess.check_call(["ip", "netns", "exec", self.netns, "ip", "link", "set", "lo", "up"])
+        append = "console=ttyS0 panic=-1 quiet loglevel=4 net.ifnames=0 " + \
+            os.environ.get("LAB_APPEND", "")
+        if self.boot == "fast":
+            # decompressed vmlinux via the PVH entry point + busybox initramfs
+            boot = ["-kernel", meta["fast"]["kernel"], "-initrd", meta["fast"]["initrd"],
+                    "-append", append]
+        else:
+            # bzImage + Debian's own initramfs (slower, but no custom pieces)
+            boot = ["-kernel", os.path.join(d, "vmlinuz"), "-initrd", os.path.join(d, "initrd.img"),
+                    "-append", "root=LABEL=labroot rw init=/sbin/lab-init " + append]
         cmd = ["ip", "netns", "exec", self.netns, "qemu-system-x86_64",
                "-accel", "tcg,thread=multi", "-cpu", "max", "-m", str(self.mem),
-               "-smp", str(self.smp), "-nographic", "-no-reboot", "-nodefaults",
-               "-kernel", os.path.join(d, "vmlinuz"), "-initrd", os.path.join(d, "initrd.img"),
-               "-append", "root=LABEL=labroot rw console=ttyS0 init=/sbin/lab-init panic=-1 "
-                          "quiet loglevel=4 net.ifnames=0",
+               "-smp", str(self.smp), "-nographic", "-no-reboot", "-nodefaults"] + boot + [
                "-drive", "file=%s,if=virtio,format=raw,snapshot=on" % os.path.join(d, "root.ext4"),
                "-virtfs", "local,path=%s,mount_tag=project,security_model=none,readonly=on" % REPO,
                "-device", "virtio-serial-pci",
@@ -104,8 +132,11 @@ class Lab(object):
                "-device", "virtio-net-pci,netdev=n0,mac=%s" % GUEST_MAC,
                "-serial", "file:%s" % self.console]
         t1 = time.time()
+        # QEMU gets its own session (no terminal signals) but dies with us,
+        # even when we are SIGKILLed (PR_SET_PDEATHSIG survives `ip netns exec`)
         self.qemu = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
         deadline = time.time() + self.boot_timeout
         while not os.path.exists(sock_path):
             self._check_alive()
@@ -116,13 +147,17 @@ class Lab(object):
         self.sock.connect(sock_path)
         hello = self._read_msg(deadline)
         self.timings["boot"] = time.time() - t1
-        self.log("guest up: kernel %s, boot %.1fs" % (hello.get("kernel"), self.timings["boot"]))
-        # host side of the tap, and the guest's virtio NIC (eth0 with net.ifnames=0)
+        self.log("guest up: kernel %s, %s boot %.1fs (guest uptime %.1fs)" % (
+            hello.get("kernel"), self.boot, self.timings["boot"], hello.get("uptime", -1)))
+        # host side of the tap, and the guest's virtio NIC
         self.host("ip addr add %s dev %s && ip link set %s up" % (HOST_ADDR, TAP, TAP), check=True)
-        self.run("ip link set eth0 address %s; ip addr add %s dev eth0 && ip link set eth0 up"
-                 % (GUEST_MAC, GUEST_ADDR), check=True)
+        r = self.run("python3 tests/lab/guest/traffic.py guest-nic --addr %s" % GUEST_ADDR,
+                     check=True)
+        self.guest_nic = r.out.split()[0]
 
     def stop(self):
+        """Power the guest off (or kill QEMU), delete the namespace and the
+        temporary directory. Safe to call more than once."""
         if self.sock is not None and self.qemu is not None and self.qemu.poll() is None:
             try:
                 self._send({"id": -1, "cmd": "__poweroff__"})
@@ -138,8 +173,11 @@ class Lab(object):
         if self.sock is not None:
             self.sock.close()
             self.sock = None
-        subprocess.call(["ip", "netns", "del", self.netns], stderr=subprocess.DEVNULL)
+        if self._netns_made:
+            subprocess.call(["ip", "netns", "del", self.netns], stderr=subprocess.DEVNULL)
+            self._netns_made = False
         if self.tmp:
+            self._console_text = self.console_tail(1 << 20)
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = None
 
@@ -152,6 +190,8 @@ class Lab(object):
                 self.qemu.returncode, out[-2000:], self.console_tail()))
 
     def console_tail(self, n=4000):
+        if self.tmp is None:
+            return getattr(self, "_console_text", "")[-n:]
         try:
             with open(self.console, "rb") as f:
                 return f.read()[-n:].decode(errors="replace")
@@ -180,18 +220,36 @@ class Lab(object):
 
     # --- API -------------------------------------------------------------------
 
-    def run(self, cmd, timeout=600, check=False):
-        """Run `bash -c cmd` as root in /project in the guest."""
+    def run(self, cmd, timeout=600, check=False, stream=None, env=None):
+        """Run `bash -c cmd` as root in /project in the guest; returns Result
+        (.rc, .out, .err, .output, .seconds). The guest kills the command
+        after `timeout` seconds (rc 124); the host gives up 60 s later."""
         self.seq += 1
+        stream = self.stream if stream is None else stream
         t0 = time.time()
-        self._send({"id": self.seq, "cmd": cmd, "timeout": timeout})
+        short = cmd if len(cmd) < 200 else cmd[:200] + "..."
+        if stream:
+            self.log("guest$ " + short)
+        self._send({"id": self.seq, "cmd": cmd, "timeout": timeout, "stream": bool(stream),
+                    "env": env or {}})
+        partial = {"out": "", "err": ""}
         while True:
             msg = self._read_msg(time.time() + timeout + 60)
-            if msg.get("id") == self.seq:
-                break
+            if msg.get("id") != self.seq:
+                continue
+            if "chunk" in msg:
+                text = partial[msg["chunk"]] + msg["data"]
+                *lines, partial[msg["chunk"]] = text.split("\n")
+                for line in lines:
+                    sys.stderr.write("[guest:%s] %s\n" % (msg["chunk"], line))
+                sys.stderr.flush()
+                continue
+            break
+        for k, v in partial.items():
+            if v:
+                sys.stderr.write("[guest:%s] %s\n" % (k, v))
         r = Result(msg["rc"], msg["out"], msg["err"], time.time() - t0)
-        self.log("guest$ %s -> rc=%s (%.1fs)" % (cmd if len(cmd) < 200 else cmd[:200] + "...",
-                                                r.rc, r.seconds))
+        self.log("guest$ %s -> rc=%s (%.1fs)" % (short, r.rc, r.seconds))
         if check and r.rc != 0:
             raise LabError("guest command failed: %s\n%r" % (cmd, r))
         return r
@@ -207,11 +265,16 @@ class Lab(object):
             raise LabError("host command failed: %s\n%r" % (cmd, r))
         return r
 
-    def trace(self, tool, traffic=(), signal_name="TERM", settle=1.0, timeout=900):
-        """Run a tracer in the guest while the traffic commands run; return a
-        Result of the tool plus .traffic (list of dicts) and .ready_s."""
+    def trace(self, tool, traffic=(), signal_name="TERM", settle=1.0, timeout=900,
+              ready=r"Hit Ctrl-C to end", ready_timeout=600, signal=None):
+        """Run a tracer in the guest while the traffic commands run (after the
+        tool printed `ready` on stderr), then send it SIG`signal` (TERM, INT or
+        NONE). Returns a Result of the tool (.rc, .out, .err) plus .traffic
+        (list of {"cmd", "rc", "out", "err"}) and .ready_s (None: never ready)."""
+        sig = signal or signal_name
         args = ["python3", "tests/lab/guest/trace_during.py", "--tool", _q(tool),
-                "--signal", signal_name, "--settle", str(settle)]
+                "--signal", sig, "--settle", str(settle), "--ready", _q(ready),
+                "--ready-timeout", str(ready_timeout)]
         for t in traffic:
             args += ["--traffic", _q(t)]
         r = self.run(" ".join(args), timeout=timeout)
@@ -223,6 +286,12 @@ class Lab(object):
         res.ready_s = d["ready_s"]
         return res
 
+    def inject(self, count=3, gso="tcpv4", gso_size=1000, segs=4, ecn=False, check=True):
+        """Write TCP/IPv4 frames behind a virtio_net_hdr into the tap from the
+        host (inject.py), so the guest's virtio_net receive_buf sees them."""
+        return self.host("python3 tests/lab/inject.py --dev %s --gso %s --gso-size %d --segs %d "
+                         "--count %d%s" % (TAP, gso, gso_size, segs, count,
+                                           " --ecn" if ecn else ""), check=check)
 
     def start_tool(self, tool, name="tool", ready="Hit Ctrl-C to end", timeout=600):
         """Start a tracer in the background in the guest and wait until it is
@@ -252,17 +321,52 @@ class Lab(object):
         return Result(rc, out, err, r.seconds)
 
 
-def _raise_interrupt(_signum, _frame):
-    raise KeyboardInterrupt
+def _die_with_parent():
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, 9)    # PR_SET_PDEATHSIG, SIGKILL
+    except Exception:
+        pass
+
+
+def _term_to_interrupt(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def sweep_stale():
+    """Remove lab namespaces left by a run that was SIGKILLed (its QEMU died
+    with it through PDEATHSIG; the namespace did not)."""
+    out = subprocess.run(["ip", "netns", "list"], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL).stdout.decode()
+    for line in out.splitlines():
+        name = line.split()[0] if line.split() else ""
+        if not name.startswith(NETNS_PREFIX):
+            continue
+        try:
+            pid = int(name[len(NETNS_PREFIX):])
+        except ValueError:
+            continue
+        if os.path.exists("/proc/%d" % pid):
+            continue
+        subprocess.call(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)
 
 
 def _q(s):
     return "'" + s.replace("'", "'\\''") + "'"
 
 
-if __name__ == "__main__":
-    with Lab() as lab:
-        for c in sys.argv[1:] or ["uname -a"]:
+def main(argv):
+    """python3 tests/lab/lab.py [CMD ...]: boot, run each command, print, exit
+    with the last command's status."""
+    rc = 0
+    with Lab(stream=False) as lab:
+        for c in argv or ["uname -a"]:
             r = lab.run(c)
             sys.stdout.write(r.out)
             sys.stderr.write(r.err)
+            rc = r.rc
+        lab.log("timings: " + json.dumps({k: round(v, 1) for k, v in lab.timings.items()}))
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -12,6 +12,8 @@ mount -t bpf bpf /sys/fs/bpf 2>/dev/null
 mount -o remount,rw /
 hostname lab
 ip link set lo up
+# the fast-boot initramfs loads only what mounting the root needs
+modprobe virtio_console
 modprobe virtio_net
-echo "lab-init: kernel $(uname -r) ready" > /dev/console
+echo "lab-init: kernel $(uname -r) ready at $(cut -d' ' -f1 /proc/uptime) s" > /dev/console
 exec /usr/bin/python3 /project/tests/lab/guest/agent.py
