@@ -31,8 +31,15 @@ KERNELS = {
             ["linux-image-amd64", "linux-headers-amd64"]),
     "5.10": ("bullseye", ["bullseye-updates", "bullseye-security"],
              ["linux-image-amd64", "linux-headers-amd64"]),
-    "6.12": ("bookworm", ["bookworm-updates", "bookworm-security", "bookworm-backports"],
-             ["linux-image-amd64/bookworm-backports", "linux-headers-amd64/bookworm-backports"]),
+    # trixie: its bcc (0.31) compiles programs that include 6.12's headers
+    "6.12": ("trixie", ["trixie-updates", "trixie-security"],
+             ["linux-image-amd64", "linux-headers-amd64"]),
+    # bookworm userland + the backports kernel: bcc 0.26 attaches plain
+    # kprobes, but cannot compile 6.12's linux/bpf.h (incomplete bpf_wq,
+    # bpf_rb_node ...), so nothing that includes linux/skbuff.h works
+    "6.12-bpo": ("bookworm", ["bookworm-updates", "bookworm-security", "bookworm-backports"],
+                 ["linux-image-amd64/bookworm-backports",
+                  "linux-headers-amd64/bookworm-backports"]),
 }
 
 PACKAGES = ["python3", "python3-bpfcc", "bpfcc-tools", "python3-pyroute2", "python3-tabulate",
