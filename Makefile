@@ -5,12 +5,16 @@ PY        ?= /usr/bin/python3
 LAB_KERNEL ?= 6.1
 export LAB_KERNEL
 
+# LAB_KERNELS: the kernels `make test-matrix` runs the lab tests on, one
+# guest at a time (see docs/lab.md for what each costs).
+LAB_KERNELS ?= 6.1 5.10 6.12
+
 HOST_PACKAGES = qemu-system-x86 qemu-utils debootstrap e2fsprogs cpio zstd xz-utils \
-	iproute2 ethtool gcc python3-pytest python3-pyroute2 python3-tabulate \
+	busybox-static iproute2 ethtool gcc python3-pytest python3-pyroute2 python3-tabulate \
 	python3-pip python3-setuptools python3-wheel python3-venv
 VENV_TOOLS = .venv-tools
 
-.PHONY: deps image test test-unit test-lab check-py36 demo bench clean
+.PHONY: deps image test test-unit test-lab test-lab-selftest test-lab-kernels test-matrix check-py36 demo bench clean
 
 deps:
 	@if ! dpkg -s $(HOST_PACKAGES) >/dev/null 2>&1; then \
@@ -35,7 +39,29 @@ check-py36: deps
 test-lab: image
 	$(PY) -m pytest tests/lab -v -p no:cacheprovider
 
-test: deps test-unit check-py36 test-lab
+# only the lab's own self-tests (boot, BCC, traffic, injector)
+test-lab-selftest: image
+	$(PY) -m pytest tests/lab/test_lab_selftest.py -v -p no:cacheprovider
+
+# the lab self-tests on the other kernels (what CI's budget allows: each is
+# an image build once plus ~2 min; the tools' full suites run on 6.1)
+LAB_EXTRA_KERNELS ?= 5.10 6.12
+test-lab-kernels: deps
+	@set -e; for k in $(LAB_EXTRA_KERNELS); do \
+		echo "=== lab self-tests on LAB_KERNEL=$$k ==="; \
+		$(PY) tests/lab/image.py --kernel $$k >/dev/null; \
+		LAB_KERNEL=$$k $(PY) -m pytest tests/lab/test_lab_selftest.py -v -p no:cacheprovider; \
+	done
+
+# every kernel in LAB_KERNELS, one after the other; stops at the first failure
+test-matrix: deps
+	@set -e; for k in $(LAB_KERNELS); do \
+		echo "=== LAB_KERNEL=$$k ==="; \
+		LAB_KERNEL=$$k $(PY) tests/lab/image.py --kernel $$k >/dev/null; \
+		LAB_KERNEL=$$k $(PY) -m pytest tests/lab -v -p no:cacheprovider; \
+	done
+
+test: deps test-unit check-py36 test-lab test-lab-kernels
 
 demo: image
 	$(PY) tests/lab/demo.py

@@ -1,5 +1,6 @@
-"""One guest for the whole lab session. If the lab cannot boot, lab tests
-fail: CI must never pass without a real kernel."""
+"""One guest for the whole lab session (LAB_KERNEL, default 6.1). If the lab
+cannot boot, every lab test FAILS with the reason: CI must never pass
+without a real kernel."""
 import os
 import sys
 
@@ -15,10 +16,34 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "lab: runs in a QEMU guest with a real kernel")
 
 
+def pytest_collection_modifyitems(items):
+    # everything under tests/lab runs in the guest
+    for item in items:
+        if str(item.fspath).startswith(HERE + os.sep):
+            item.add_marker(pytest.mark.lab)
+
+
+_boot_error = []
+
+
 @pytest.fixture(scope="session")
 def lab():
-    with Lab() as guest:
+    if _boot_error:
+        pytest.fail("lab guest could not boot (see the first lab test's error): %s"
+                    % _boot_error[0], pytrace=False)
+    guest = Lab()
+    try:
+        guest.__enter__()
+    except (Exception, KeyboardInterrupt) as e:
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        _boot_error.append("%s: %s" % (type(e).__name__, str(e).splitlines()[0] if str(e) else ""))
+        pytest.fail("lab guest (LAB_KERNEL=%s) could not boot: %s: %s\nconsole tail:\n%s" % (
+            guest.kernel, type(e).__name__, e, guest.console_tail()), pytrace=False)
+    try:
         yield guest
+    finally:
+        guest.__exit__(None, None, None)
 
 
 @pytest.fixture

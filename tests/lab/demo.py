@@ -23,7 +23,7 @@ def show(title, r):
 
 
 def main():
-    with Lab() as lab:
+    with Lab(stream=False) as lab:
         lab.run("%s topo --gro-list on --router-egress-gso off && %s tc-attach --netns r "
                 "--dev r-h1 --dir ingress --src tests/lab/progs/pull_data.c --fn pull_all"
                 % (T, T), check=True)

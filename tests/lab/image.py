@@ -247,8 +247,16 @@ def _decompress_module(name, blob):
 def fastboot(meta):
     """vmlinux + busybox initramfs for meta's image; cached beside it."""
     busybox = shutil.which("busybox") or "/bin/busybox"
-    with open(busybox, "rb") as f:
-        bb_hash = hashlib.sha256(f.read()).hexdigest()[:12]
+    try:
+        with open(busybox, "rb") as f:
+            bb = f.read()
+    except IOError:
+        raise SystemExit("lab fast boot: no busybox on the host (apt-get install busybox-static, "
+                         "or LAB_BOOT=stock)")
+    if b"ld-linux" in bb[:8192]:
+        raise SystemExit("lab fast boot: %s is dynamically linked; install busybox-static "
+                         "(or LAB_BOOT=stock)" % busybox)
+    bb_hash = hashlib.sha256(bb).hexdigest()[:12]
     key = hashlib.sha256(json.dumps([FAST_VERSION, FAST_MODULES, FAST_INIT, bb_hash]).encode())
     out = os.path.join(meta["dir"], "fast-" + key.hexdigest()[:12])
     res = {"kernel": os.path.join(out, "vmlinux"), "initrd": os.path.join(out, "initramfs.cpio")}

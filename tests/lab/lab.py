@@ -98,7 +98,7 @@ class Lab(object):
 
     def start(self):
         t0 = time.time()
-        meta = image.ensure(self.kernel)
+        meta = image.ensure(self.kernel, fast=self.boot == "fast")
         self.timings["image"] = time.time() - t0
         self.meta = meta
         d = meta["dir"]
@@ -277,7 +277,8 @@ class Lab(object):
                 "--ready-timeout", str(ready_timeout)]
         for t in traffic:
             args += ["--traffic", _q(t)]
-        r = self.run(" ".join(args), timeout=timeout)
+        # one JSON line at the end: nothing worth streaming
+        r = self.run(" ".join(args), timeout=timeout, stream=False)
         if r.rc != 0:
             raise LabError("trace_during failed: %r" % r)
         d = json.loads(r.out)

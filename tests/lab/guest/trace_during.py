@@ -3,8 +3,11 @@
 Starts TOOL (stdout and stderr to files), waits until its stderr matches
 --ready (the tools print "Tracing N hooks... Hit Ctrl-C to end." after
 attaching), runs each --traffic command in order, waits --settle seconds,
-sends --signal, waits for the exit and prints one JSON object:
-{"rc", "out", "err", "ready_s", "traffic": [{"cmd", "rc", "out", "err"}]}.
+sends --signal, waits for the exit and prints one JSON object on stdout:
+{"rc": tool exit status (or "killed" when it ignored the signal for
+--exit-timeout s), "out": tool stdout, "err": tool stderr, "ready_s":
+seconds until ready (null: never ready, traffic not run),
+"traffic": [{"cmd", "rc" (or "timeout"), "out", "err"}, ...]}.
 
     python3 trace_during.py --tool "python3 skb_frag_list_watcher.py" \\
         --traffic "python3 tests/lab/guest/traffic.py udp-gso" --signal TERM
@@ -29,6 +32,7 @@ def main():
     p.add_argument("--signal", default="TERM", choices=["TERM", "INT", "NONE"])
     p.add_argument("--settle", type=float, default=1.0)
     p.add_argument("--exit-timeout", type=float, default=60)
+    p.add_argument("--traffic-timeout", type=float, default=600)
     a = p.parse_args()
     tmp = tempfile.mkdtemp()
     out_path, err_path = os.path.join(tmp, "out"), os.path.join(tmp, "err")
@@ -47,11 +51,14 @@ def main():
         traffic = []
         if ready is not None:
             for cmd in a.traffic:
-                r = subprocess.run(["bash", "-c", cmd], stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, timeout=600)
-                traffic.append({"cmd": cmd, "rc": r.returncode,
-                                "out": r.stdout.decode(errors="replace"),
-                                "err": r.stderr.decode(errors="replace")})
+                try:
+                    r = subprocess.run(["bash", "-c", cmd], stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, timeout=a.traffic_timeout)
+                    rc, o, e = r.returncode, r.stdout, r.stderr
+                except subprocess.TimeoutExpired as x:
+                    rc, o, e = "timeout", x.stdout or b"", x.stderr or b""
+                traffic.append({"cmd": cmd, "rc": rc, "out": o.decode(errors="replace"),
+                                "err": e.decode(errors="replace")})
             time.sleep(a.settle)
         if tool.poll() is None and a.signal != "NONE":
             tool.send_signal(getattr(signal, "SIG" + a.signal))

@@ -13,6 +13,7 @@ dstport 4789, over the routed underlay.
     traffic.py vxlan [--csum on|off] [--gro on|off]
     traffic.py tc-attach --netns r --dev r-h1 --dir ingress --src FILE.c --fn NAME
     traffic.py cleanup
+    traffic.py guest-nic [--addr 198.18.100.2/24]   # the guest's virtio_net NIC (root netns)
 """
 import argparse
 import os
@@ -165,6 +166,21 @@ def vxlan(a):
     ns("h1", "ping -c1 -W2 198.19.0.2", check=False)
 
 
+def guest_nic(a):
+    """Find the guest's virtio_net interface (root namespace), give it the
+    lab address and bring it up; prints its name."""
+    for _ in range(100):
+        for dev in sorted(os.listdir("/sys/class/net")):
+            drv = os.path.realpath("/sys/class/net/%s/device/driver" % dev)
+            if os.path.basename(drv) == "virtio_net":
+                sh("ip addr replace %s dev %s" % (a.addr, dev))
+                sh("ip link set %s up" % dev)
+                print(dev)
+                return
+        time.sleep(0.1)
+    raise SystemExit("traffic: no virtio_net interface in the guest")
+
+
 def tc_attach(a):
     """Compile with BCC and attach direct-action; the filter keeps the program
     after this process exits."""
@@ -213,6 +229,8 @@ def main():
     c.add_argument("--src", required=True)
     c.add_argument("--fn", required=True)
     sub.add_parser("cleanup")
+    g = sub.add_parser("guest-nic")
+    g.add_argument("--addr", default="198.18.100.2/24")
     i = sub.add_parser("_udp-sink")
     i.add_argument("--port", type=int)
     i.add_argument("--seconds", type=float)
@@ -246,6 +264,8 @@ def main():
         tc_attach(a)
     elif a.cmd == "cleanup":
         cleanup()
+    elif a.cmd == "guest-nic":
+        guest_nic(a)
     elif a.cmd == "_udp-sink":
         _udp_sink(a.port, a.seconds)
     elif a.cmd == "_udp-send":
