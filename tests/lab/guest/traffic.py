@@ -26,6 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 NETNS = ("h1", "r", "h2")
 UDP_SEGMENT = 103
 SOL_UDP = 17
+SO_RCVBUFFORCE = 33
 
 
 def sh(cmd, check=True):
@@ -78,8 +79,12 @@ def topo(a):
 
 def _udp_sink(port, seconds):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # a reader slowed down by TCG and tracing must not lose datagrams to a
+    # full default (208 KiB) receive buffer: tests compare byte counts
+    s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 << 20)
     s.bind(("0.0.0.0", port))
     s.settimeout(0.2)
+    print("udp-sink ready", flush=True)
     end, n = time.time() + seconds, 0
     while time.time() < end:
         try:
@@ -101,10 +106,14 @@ def _udp_send(dst, port, count, size, gso_size):
 
 def udp_gso(a):
     sink = subprocess.Popen(["ip", "netns", "exec", a.dst_ns, sys.executable, __file__,
-                             "_udp-sink", "--port", str(a.port), "--seconds", str(a.seconds)])
-    time.sleep(0.5)
+                             "_udp-sink", "--port", str(a.port), "--seconds", str(a.seconds)],
+                            stdout=subprocess.PIPE, universal_newlines=True)
+    # send only once the socket is bound (a Python start under TCG can take
+    # longer than any fixed sleep)
+    sink.stdout.readline()
     print(ns(a.src_ns, "%s %s _udp-send --dst %s --port %d --count %d --size %d --gso-size %d" % (
         sys.executable, __file__, a.dst, a.port, a.count, a.size, a.gso_size)), end="")
+    print(sink.stdout.read(), end="")
     sink.wait()
 
 
