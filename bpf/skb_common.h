@@ -334,9 +334,19 @@ static __always_inline int filter_keep(struct scratch_t *s)
 	return 1;
 }
 
-/* Consistency rules on the state in scratch. crash_check adds the reading of
- * skb_segment(): with no frag_list it dereferences NULL when the head and
- * the frags run out before the payload does, or when there is no payload. */
+/* what eval_rules() knows about the function the skb is entering */
+#define CHECK_SEGMENT      1	/* skb_segment() */
+#define CHECK_SEGMENT_LIST 2	/* skb_segment_list() */
+
+/* Consistency rules on the state in scratch. CHECK_SEGMENT adds the reading
+ * of skb_segment(): with no frag_list it dereferences NULL when the head and
+ * the frags run out before the payload does, or when there is no payload.
+ * CHECK_SEGMENT_LIST: skb_segment_list() returns a FRAGLIST skb without a
+ * frag_list as a single segment, and the UDP caller's checksum pass
+ * (__udpv4_gso_segment_list_csum) reads udp_hdr(seg->next): NULL. Kernels
+ * with upstream a1e40ac5b5e9 (6.12, stable backports) send such skbs to
+ * skb_segment() instead and never get here with it; bullseye's 5.10.262
+ * panics (reproduced in the lab). */
 static __always_inline u32 eval_rules(struct scratch_t *s, int crash_check, int in_tnl_seg)
 {
 	struct sk_buff *k = &s->skb;
@@ -362,7 +372,9 @@ static __always_inline u32 eval_rules(struct scratch_t *s, int crash_check, int 
 		if (s->ev.family && s->ev.l4proto != IPPROTO_UDP)
 			r |= RSN_TUNNEL_OUTER_NOT_UDP;
 	}
-	if (crash_check && !sh->frag_list) {
+	if (crash_check == CHECK_SEGMENT_LIST && (gt & KGSO_FRAGLIST) && !sh->frag_list)
+		r |= RSN_SEGLIST_NO_LIST;
+	if (crash_check == CHECK_SEGMENT && !sh->frag_list) {
 		u32 headlen = k->len - k->data_len;
 
 		if (gs == GSO_BY_FRAGS)

@@ -34,14 +34,15 @@
 #define RSN_SEG_NO_PAYLOAD        0x0020 /* skb_segment: no linear payload, no frags, no frag_list */
 #define RSN_SEG_UNCOVERED         0x0040 /* skb_segment: data_len beyond what frags hold, no frag_list */
 #define RSN_SEG_BY_FRAGS_NO_LIST  0x0080 /* skb_segment: gso_size GSO_BY_FRAGS, no frag_list */
+#define RSN_SEGLIST_NO_LIST       0x0100 /* skb_segment_list: FRAGLIST skb, no frag_list */
 
-#define RSN_CRASH_MASK  (RSN_SEG_NO_PAYLOAD | RSN_SEG_UNCOVERED | RSN_SEG_BY_FRAGS_NO_LIST)
+#define RSN_CRASH_MASK  (RSN_SEG_NO_PAYLOAD | RSN_SEG_UNCOVERED | RSN_SEG_BY_FRAGS_NO_LIST | RSN_SEGLIST_NO_LIST)
 #define RSN_TUNNEL_MASK (RSN_TUNNEL_NO_ENCAP | RSN_TUNNEL_INNER_EQ_OUTER | RSN_TUNNEL_OUTER_NOT_UDP)
 
 /* severity */
 #define SEV_NONE      0
 #define SEV_WARNING   1 /* odd state the kernel survives (head holds the payload) */
-#define SEV_CRITICAL  2 /* skb_segment would dereference the missing frag_list */
+#define SEV_CRITICAL  2 /* segmentation would dereference the missing frag_list */
 
 /* flags */
 #define F_ENCAP            0x01 /* skb->encapsulation (after) */

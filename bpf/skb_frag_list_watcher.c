@@ -17,6 +17,14 @@
 
 #define HF_ENTRY_CHECK 1
 #define HF_CRASH_CHECK 2
+#define HF_LIST_CHECK  4
+
+static __always_inline int crash_check_of(u32 hflags)
+{
+	if (hflags & HF_CRASH_CHECK)
+		return CHECK_SEGMENT;
+	return (hflags & HF_LIST_CHECK) ? CHECK_SEGMENT_LIST : 0;
+}
 
 /* Pending events of CONSUME hooks: built at entry (the skb is readable),
  * sent at return with the return code. */
@@ -103,7 +111,7 @@ static __always_inline int on_segment(struct pt_regs *ctx, u32 hook_id,
 	s = load(skb, hook_id);
 	if (!s)
 		return 0;
-	r = eval_rules(s, hflags & HF_CRASH_CHECK, in_tunnel_segment());
+	r = eval_rules(s, crash_check_of(hflags), in_tunnel_segment());
 	entry_check(ctx, s, r);
 	return 0;
 }
@@ -121,7 +129,7 @@ static __always_inline int on_enter(struct pt_regs *ctx, u32 hook_id,
 	s = load(skb, hook_id);
 	if (!s)
 		return 0;
-	r = eval_rules(s, hflags & HF_CRASH_CHECK, in_tunnel_segment());
+	r = eval_rules(s, crash_check_of(hflags), in_tunnel_segment());
 	if (hflags & HF_ENTRY_CHECK)
 		entry_check(ctx, s, r);
 	save_entry(s, skb, hook_id, aux, 0, r, &tk, depth, ctx);
@@ -341,22 +349,26 @@ int stage_segment(struct pt_regs *ctx)
  * expressions on the stub's ctx (AUX2 unused here). A second attach backend
  * (fentry/fexit) would define these five macros again, not the hooks. */
 #define HOOK_MUTATE(fn, id, SKB, AUX, AUX2, HFLAGS) \
-int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), 0, HFLAGS, STAGE_ENTER); } \
+int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), 0, HFLAGS, STAGE_ENTER); }
+#define HOOK_MUTATE_RET(fn, id, SKB, AUX, AUX2, HFLAGS) \
 int leave_##fn(struct pt_regs *ctx) { return stage(ctx, id, 0, 0, 0, HFLAGS, STAGE_MUTATE_RETURN); }
 
 #define HOOK_COPY(fn, id, SKB, AUX, AUX2, HFLAGS) \
-int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), 0, HFLAGS, STAGE_ENTER); } \
+int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), 0, HFLAGS, STAGE_ENTER); }
+#define HOOK_COPY_RET(fn, id, SKB, AUX, AUX2, HFLAGS) \
 int leave_##fn(struct pt_regs *ctx) { return stage(ctx, id, 0, 0, 0, HFLAGS, STAGE_COPY_RETURN); }
 
 #define HOOK_CONSUME(fn, id, SKB, AUX, AUX2, HFLAGS) \
-int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), 0, HFLAGS, STAGE_CONSUME_ENTER); } \
+int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), 0, HFLAGS, STAGE_CONSUME_ENTER); }
+#define HOOK_CONSUME_RET(fn, id, SKB, AUX, AUX2, HFLAGS) \
 int leave_##fn(struct pt_regs *ctx) { return stage(ctx, id, 0, 0, 0, HFLAGS, STAGE_CONSUME_RETURN); }
 
 #define HOOK_SEGMENT(fn, id, SKB, AUX, AUX2, HFLAGS) \
 int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), 0, 0, HFLAGS, STAGE_SEGMENT); }
 
 #define HOOK_BRACKET(fn, id, SKB, AUX, AUX2, HFLAGS) \
-int enter_##fn(struct pt_regs *ctx) { count_hit(id); return on_bracket(1); } \
+int enter_##fn(struct pt_regs *ctx) { count_hit(id); return on_bracket(1); }
+#define HOOK_BRACKET_RET(fn, id, SKB, AUX, AUX2, HFLAGS) \
 int leave_##fn(struct pt_regs *ctx) { return on_bracket(-1); }
 
 HOOK_LINES

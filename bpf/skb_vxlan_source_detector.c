@@ -289,7 +289,8 @@ int stage_virtio_skb(struct pt_regs *ctx)
 /* One line per hook, generated from skbtrace/hooks.py; the last argument is
  * the EV_* the hook reports. */
 #define HOOK_GSO_CHANGE(fn, id, SKB, AUX, AUX2, EVENT) \
-int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), (u8)(AUX2), EVENT, STAGE_CHANGE_ENTER); } \
+int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), (u8)(AUX2), EVENT, STAGE_CHANGE_ENTER); }
+#define HOOK_GSO_CHANGE_RET(fn, id, SKB, AUX, AUX2, EVENT) \
 int leave_##fn(struct pt_regs *ctx) { return stage(ctx, id, 0, 0, 0, EVENT, STAGE_CHANGE_RETURN); }
 
 #define HOOK_OBSERVE(fn, id, SKB, AUX, AUX2, EVENT) \
@@ -297,11 +298,13 @@ int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AU
 
 /* the stage opens the bracket after observing the entry state (OPEN_TNL) */
 #define HOOK_OBSERVE_TNL(fn, id, SKB, AUX, AUX2, EVENT) \
-int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), 0, (EVENT) | OPEN_TNL, STAGE_OBSERVE); } \
+int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), 0, (EVENT) | OPEN_TNL, STAGE_OBSERVE); }
+#define HOOK_OBSERVE_TNL_RET(fn, id, SKB, AUX, AUX2, EVENT) \
 int leave_##fn(struct pt_regs *ctx) { return tnl_bracket(-1); }
 
 #define HOOK_VIRTIO_BRACKET(fn, id, SKB, AUX, AUX2, EVENT) \
-int enter_##fn(struct pt_regs *ctx) { return rx_bracket(id, 1); } \
+int enter_##fn(struct pt_regs *ctx) { return rx_bracket(id, 1); }
+#define HOOK_VIRTIO_BRACKET_RET(fn, id, SKB, AUX, AUX2, EVENT) \
 int leave_##fn(struct pt_regs *ctx) { return rx_bracket(id, 0); }
 
 #define HOOK_VIRTIO_SKB(fn, id, SKB, AUX, AUX2, EVENT) \

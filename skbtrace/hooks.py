@@ -20,6 +20,7 @@ OBSERVE, OBSERVE_TNL = "OBSERVE", "OBSERVE_TNL"
 # flags, as in bpf/*.c
 HF_ENTRY_CHECK = 1
 HF_CRASH_CHECK = 2
+HF_LIST_CHECK = 4
 
 _SUFFIX = r"(\.(isra|constprop|part|cold|llvm)\.\d+)*"
 
@@ -52,9 +53,18 @@ class Hook(object):
         return what
 
     def c_line(self):
-        return "HOOK_%s(%s, %d, %s, %s, %s, %d)" % (
-            self.kind, self.c_ident(), self.hook_id, self._expr(self.skb),
+        """HOOK_<KIND>(...) for the entry program, and on a line of its own
+        HOOK_<KIND>_RET(...) for the return program: bcc before 0.2x puts a
+        function in its own section by inserting text at the macro's
+        expansion point, so a second function from the same expansion is
+        lost ("Unknown program leave_..." on bullseye's bcc 0.18)."""
+        args = "(%s, %d, %s, %s, %s, %d)" % (
+            self.c_ident(), self.hook_id, self._expr(self.skb),
             self._expr(self.aux), self._expr(self.aux2), self.flags)
+        line = "HOOK_%s%s" % (self.kind, args)
+        if self.has_return():
+            line += "\nHOOK_%s_RET%s" % (self.kind, args)
+        return line
 
     def symbol_regex(self):
         return r"^(%s)%s$" % ("|".join(re.escape(n) for n in self.names), _SUFFIX)
@@ -83,7 +93,7 @@ def watcher_hooks():
              why="fraglist GRO chains the packet to the held skb's frag_list"),
         Hook("skb_gro_receive", MUTATE, "CREATE",
              why="classic GRO falls back to frag_list when frags cannot take the data"),
-        Hook("skb_segment_list", MUTATE, "CLEAR/ACCESS", flags=HF_ENTRY_CHECK,
+        Hook("skb_segment_list", MUTATE, "CLEAR/ACCESS", flags=HF_ENTRY_CHECK | HF_LIST_CHECK,
              why="splits a fraglist GSO skb back into its frag_list members"),
         Hook("__pskb_pull_tail", MUTATE, "CLEAR/MODIFY", aux=2,
              why="what __skb_linearize and pskb_may_pull call; eats frag_list members"),

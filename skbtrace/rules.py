@@ -18,12 +18,14 @@ TEXT = {
                      "(runs out of frags, dereferences the NULL frag_list)",
     "SEG_BY_FRAGS_NO_LIST": "skb_segment: gso_size GSO_BY_FRAGS without frag_list "
                             "(reads frag_list->len)",
+    "SEGLIST_NO_LIST": "skb_segment_list: SKB_GSO_FRAGLIST skb without frag_list (the UDP "
+                       "caller reads the missing second segment; fixed upstream by a1e40ac5b5e9)",
 }
 
 SEVERITY_TEXT = {
     event.SEV_WARNING: "state the kernel survives but worth knowing (e.g. seeds' rule with "
                        "the payload in the head, tunnel metadata mismatch)",
-    event.SEV_CRITICAL: "skb_segment would dereference the missing frag_list",
+    event.SEV_CRITICAL: "segmentation would dereference the missing frag_list",
 }
 
 

@@ -14,16 +14,25 @@ def lines_with(out, *words):
     return [l for l in out.splitlines() if all(w in l for w in words)]
 
 
-def test_static_only_on_namespaces(topo):
-    topo.run("%s vxlan" % T, check=True)
-    vx = topo.run("ip netns exec h1 %s --static-only" % D)
+def test_static_only_on_namespaces(lab):
+    # --xdp off: before 5.13 the lab would otherwise attach XDP_PASS to the
+    # veths for GRO, and the plain namespace would rightly report them
+    lab.run("%s topo --xdp off && %s vxlan --xdp off" % (T, T), check=True)
+    try:
+        _static_checks(lab)
+    finally:
+        lab.run("%s cleanup" % T)
+
+
+def _static_checks(lab):
+    vx = lab.run("ip netns exec h1 %s --static-only" % D)
     assert vx.rc == 0, vx
     assert "STATIC: tunnel devices: vx0 vxlan VNI 42 port 4789 local 198.18.1.1" in vx.out
     assert "STATIC: VXLAN devices: vx0 (VNI 42, port 4789), no tc/XDP BPF programs" in vx.out
-    plain = topo.run("ip netns exec r %s --static-only" % D)
+    plain = lab.run("ip netns exec r %s --static-only" % D)
     assert plain.rc == 0, plain
     assert "STATIC: No VXLAN devices, no tc/XDP BPF programs" in plain.out
-    js = topo.run("ip netns exec h1 %s --static-only --json" % D)
+    js = lab.run("ip netns exec h1 %s --static-only --json" % D)
     assert '"type": "static"' in js.out and '"vni": 42' in js.out
 
 

@@ -60,7 +60,19 @@ def test_healthy_forwarding_create_clear_and_sigterm_stats(topo):
     assert "Tracing " in r.err and "skipped hook" in r.err
 
 
+# Lab kernels on which a scenario panics the guest: it cannot run there, and
+# the reason is the finding (docs/lab.md has the console trace).
+PULL_DATA_PANICS = {
+    "5.10": "bullseye's 5.10.262 lacks upstream a1e40ac5b5e9: the pulled FRAGLIST skb goes to "
+            "skb_segment_list and __udp_gso_segment dereferences the NULL second segment "
+            "(kernel panic reproduced in the lab; the watcher's SEGLIST_NO_LIST rule names this "
+            "state, but its line cannot leave the guest before the panic)",
+}
+
+
 def test_bpf_pull_data_then_skb_segment_names_the_mutator(lab):
+    if lab.kernel in PULL_DATA_PANICS:
+        pytest.skip(PULL_DATA_PANICS[lab.kernel])
     lab.run("%s topo --gro-list on --router-egress-gso off && %s tc-attach --netns r --dev r-h1 "
             "--dir ingress --src tests/lab/progs/pull_data.c --fn pull_all" % (T, T), check=True)
     try:

@@ -44,8 +44,9 @@ def test_offsets_match_gcc(tmp_path):
 def test_constants_parsed():
     assert event.EV_CREATE == 1 and event.EV_INCONSISTENT == 7 and event.EV_GSO_SET == 12
     assert event.RSN_CRASH_MASK == (event.RSN_SEG_NO_PAYLOAD | event.RSN_SEG_UNCOVERED |
-                                    event.RSN_SEG_BY_FRAGS_NO_LIST)
+                                    event.RSN_SEG_BY_FRAGS_NO_LIST | event.RSN_SEGLIST_NO_LIST)
     assert event.EVENT_NAMES[event.EV_CLEAR] == "CLEAR"
+    assert event.reason_names(0x100) == ["SEGLIST_NO_LIST"]
     assert event.reason_names(0x21) == ["NULL_FRAGLIST_GSO", "SEG_NO_PAYLOAD"]
     assert "CRASH" not in "".join(n for _, n in event.REASON_BITS)
 
