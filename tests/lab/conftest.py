@@ -14,6 +14,7 @@ from lab import Lab  # noqa: E402
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "lab: runs in a QEMU guest with a real kernel")
+    config.addinivalue_line("markers", "matrix: also runs on the extra lab kernels in CI")
 
 
 def pytest_collection_modifyitems(items):

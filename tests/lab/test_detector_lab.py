@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-pytestmark = pytest.mark.lab
+# every scenario here also runs on the other lab kernels in CI (make test-lab-kernels)
+pytestmark = [pytest.mark.lab, pytest.mark.matrix]
 
 T = "python3 tests/lab/guest/traffic.py"
 D = "python3 skb_vxlan_source_detector.py"

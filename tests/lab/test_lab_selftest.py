@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.matrix]   # on every lab kernel in CI
 
 T = "python3 tests/lab/guest/traffic.py"
 

@@ -29,6 +29,7 @@ def hook_row(out, name):
     raise AssertionError("no statistics row for %s" % name)
 
 
+@pytest.mark.matrix
 def test_healthy_forwarding_create_clear_and_sigterm_stats(topo):
     r = topo.trace(W, traffic=[
         "%s udp-gso --count 10" % T,                                  # fraglist GRO
@@ -50,10 +51,17 @@ def test_healthy_forwarding_create_clear_and_sigterm_stats(topo):
     first_create = next(i for i, l in enumerate(ev) if " CREATE " in l and skb in l)
     assert first_create < ev.index(clears[0])
     assert "[!!]" in clears[0] and "last=skb_gro_receive_list(+" in clears[0]
-    # healthy traffic: no finding of any grade
-    assert "INCONSISTENT" not in "\n".join(ev) and "[WARNING]" not in r.out, r.out
+    # healthy traffic: no CRITICAL and no WARNING but the seeds' state that the
+    # kernel's own receive-path linearization leaves (bullseye's 5.10 condenses
+    # GRO skbs: skb_condense -> __pskb_pull_tail, payload all in the head);
+    # 6.1 and 6.12 print no INCONSISTENT line at all here
+    inc = [l for l in ev if " INCONSISTENT " in l]
+    odd = [l for l in inc if not (re.search(r" INCONSISTENT (__pskb_pull_tail|skb_condense) ", l)
+                                  and "[WARNING] reasons=NULL_FRAGLIST_GSO " in l
+                                  and " data_len=0 " in l)]
+    assert not odd and "[CRITICAL]" not in r.out, odd or r.out
     st = stats_block(r.out)
-    assert "INCONSISTENT:     0    (CRITICAL 0, WARNING 0)" in st
+    assert "INCONSISTENT:     %d    (CRITICAL 0, WARNING %d)" % (len(inc), len(inc)) in st
     assert re.search(r"CREATE events:\s+%d" % len([l for l in ev if " CREATE " in l]), st)
     assert "Lost events:        0" in st
     assert int(hook_row(r.out, "skb_gro_receive_list")[1]) > 0
@@ -70,6 +78,7 @@ PULL_DATA_PANICS = {
 }
 
 
+@pytest.mark.matrix
 def test_bpf_pull_data_then_skb_segment_names_the_mutator(lab):
     if lab.kernel in PULL_DATA_PANICS:
         pytest.skip(PULL_DATA_PANICS[lab.kernel])
