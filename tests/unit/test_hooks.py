@@ -1,3 +1,4 @@
+import os
 import re
 
 from skbtrace import hooks
@@ -69,3 +70,21 @@ def test_scan_kallsyms(tmp_path):
     assert counts["dup_fn"] == 2
     assert found[pats[4]] == []                        # init section
     assert found[pats[5]] == []                        # .cold and data symbols
+
+
+def test_every_hook_line_has_its_macros():
+    """Each HOOK_<KIND>(...) line the loader generates must find a macro that
+    defines exactly one function (bcc 0.18 drops the second function of a
+    macro expansion), and a _RET macro where the kind has a return probe."""
+    from skbtrace import paths
+    for c_file, hs in (("skb_frag_list_watcher.c", hooks.watcher_hooks()),
+                       ("skb_vxlan_source_detector.c", hooks.detector_hooks())):
+        with open(os.path.join(paths.bpf_dir(), c_file)) as f:
+            text = f.read()
+        macros = dict(re.findall(r"#define (HOOK_\w+)\(fn, id, SKB, AUX, AUX2, \w+\) \\\n(.*)\n", text))
+        for body in macros.values():
+            assert body.count("##fn(") == 1, body
+        for h in hooks.table(hs):
+            for line in h.c_line().split("\n"):
+                assert line.split("(")[0] in macros, (c_file, line)
+            assert ("leave_##fn" in macros.get("HOOK_%s_RET" % h.kind, "")) == h.has_return(), h
