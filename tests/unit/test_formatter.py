@@ -145,7 +145,7 @@ def test_stats_table():
     assert "  CREATE events:    1" in text
     assert "  INCONSISTENT:     1    (CRITICAL 1, WARNING 0)" in text
     assert "  Filtered out:     7" in text
-    assert "Lost events:        7 (kernel side, per CPU buffer: cpu0=0 cpu1=2; user side" in text
+    assert "Lost events:        5 (kernel side, per CPU buffer: cpu0=0 cpu1=2; user side" in text
     assert "skipped: not in this kernel" in text
     seg = [l for l in text.split("\n") if l.strip().startswith("skb_segment ")][0]
     assert seg.split()[:3] == ["skb_segment", "9", "1"]

@@ -51,7 +51,7 @@ def test_signal_prints_statistics(fake, capsys, sig):
     assert " CREATE " in lines[2] and "INCONSISTENT" in lines[3] and "[CRITICAL]" in lines[3]
     assert "Total events:       2" in out
     assert "Filtered out:     15" in out
-    assert "Lost events:        4 (kernel side, per CPU buffer: cpu0=1 cpu1=0; user side, perf lost callback: 3)" in out
+    assert "Lost events:        3 (kernel side, per CPU buffer: cpu0=1 cpu1=0; user side, perf lost callback: 3)" in out
     assert "skipped: not in this kernel" in out
     seg = [l for l in lines if l.strip().startswith("skb_segment ")][0].split()
     assert seg[1:3] == ["15", "1"]
