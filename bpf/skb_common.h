@@ -334,9 +334,10 @@ static __always_inline int filter_keep(struct scratch_t *s)
 	return 1;
 }
 
-/* what eval_rules() knows about the function the skb is entering */
-#define CHECK_SEGMENT      1	/* skb_segment() */
-#define CHECK_SEGMENT_LIST 2	/* skb_segment_list() */
+/* checks: the function the skb is entering, as bits (the watcher's hook
+ * flags carry them as HF_CRASH_CHECK / HF_LIST_CHECK; other bits ignored) */
+#define CHECK_SEGMENT      2	/* skb_segment() */
+#define CHECK_SEGMENT_LIST 4	/* skb_segment_list() */
 
 /* Consistency rules on the state in scratch. CHECK_SEGMENT adds the reading
  * of skb_segment(): with no frag_list it dereferences NULL when the head and
@@ -347,7 +348,7 @@ static __always_inline int filter_keep(struct scratch_t *s)
  * with upstream a1e40ac5b5e9 (6.12, stable backports) send such skbs to
  * skb_segment() instead and never get here with it; bullseye's 5.10.262
  * panics (reproduced in the lab). */
-static __always_inline u32 eval_rules(struct scratch_t *s, int crash_check, int in_tnl_seg)
+static __always_inline u32 eval_rules(struct scratch_t *s, u32 checks, int in_tnl_seg)
 {
 	struct sk_buff *k = &s->skb;
 	struct skb_shared_info *sh = &s->sh;
@@ -372,9 +373,9 @@ static __always_inline u32 eval_rules(struct scratch_t *s, int crash_check, int 
 		if (s->ev.family && s->ev.l4proto != IPPROTO_UDP)
 			r |= RSN_TUNNEL_OUTER_NOT_UDP;
 	}
-	if (crash_check == CHECK_SEGMENT_LIST && (gt & KGSO_FRAGLIST) && !sh->frag_list)
+	if ((checks & CHECK_SEGMENT_LIST) && (gt & KGSO_FRAGLIST) && !sh->frag_list)
 		r |= RSN_SEGLIST_NO_LIST;
-	if (crash_check == CHECK_SEGMENT && !sh->frag_list) {
+	if ((checks & CHECK_SEGMENT) && !sh->frag_list) {
 		u32 headlen = k->len - k->data_len;
 
 		if (gs == GSO_BY_FRAGS)

@@ -16,15 +16,8 @@
 #include "skb_common.h"
 
 #define HF_ENTRY_CHECK 1
-#define HF_CRASH_CHECK 2
-#define HF_LIST_CHECK  4
-
-static __always_inline int crash_check_of(u32 hflags)
-{
-	if (hflags & HF_CRASH_CHECK)
-		return CHECK_SEGMENT;
-	return (hflags & HF_LIST_CHECK) ? CHECK_SEGMENT_LIST : 0;
-}
+#define HF_CRASH_CHECK CHECK_SEGMENT		/* 2 */
+#define HF_LIST_CHECK  CHECK_SEGMENT_LIST	/* 4 */
 
 /* Pending events of CONSUME hooks: built at entry (the skb is readable),
  * sent at return with the return code. */
@@ -111,7 +104,7 @@ static __always_inline int on_segment(struct pt_regs *ctx, u32 hook_id,
 	s = load(skb, hook_id);
 	if (!s)
 		return 0;
-	r = eval_rules(s, crash_check_of(hflags), in_tunnel_segment());
+	r = eval_rules(s, hflags, in_tunnel_segment());
 	entry_check(ctx, s, r);
 	return 0;
 }
@@ -129,7 +122,7 @@ static __always_inline int on_enter(struct pt_regs *ctx, u32 hook_id,
 	s = load(skb, hook_id);
 	if (!s)
 		return 0;
-	r = eval_rules(s, crash_check_of(hflags), in_tunnel_segment());
+	r = eval_rules(s, hflags, in_tunnel_segment());
 	if (hflags & HF_ENTRY_CHECK)
 		entry_check(ctx, s, r);
 	save_entry(s, skb, hook_id, aux, 0, r, &tk, depth, ctx);
@@ -347,7 +340,8 @@ int stage_segment(struct pt_regs *ctx)
 
 /* One line per hook, generated from skbtrace/hooks.py. SKB, AUX and AUX2 are
  * expressions on the stub's ctx (AUX2 unused here). A second attach backend
- * (fentry/fexit) would define these five macros again, not the hooks. */
+ * (fentry/fexit) would define these HOOK_<KIND> / HOOK_<KIND>_RET macros
+ * again, not the hooks. */
 #define HOOK_MUTATE(fn, id, SKB, AUX, AUX2, HFLAGS) \
 int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), 0, HFLAGS, STAGE_ENTER); }
 #define HOOK_MUTATE_RET(fn, id, SKB, AUX, AUX2, HFLAGS) \
