@@ -209,32 +209,17 @@ XDP_PASS_C = "int xdp_pass(struct xdp_md *ctx) { return XDP_PASS; }"
 
 def xdp_pass(targets):
     """Attach an XDP_PASS program to each (netns, dev): one BCC compile, then
-    setns(2) into each namespace. The attachment outlives this process."""
-    import ctypes
+    setns(2) into each namespace (the detector's own switcher). The
+    attachment outlives this process."""
     from bcc import BPF
-    libc = ctypes.CDLL(None, use_errno=True)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(HERE))))
+    from skbtrace.static_check import _InNetns
     fn = BPF(text=XDP_PASS_C).load_func(b"xdp_pass", BPF.XDP)
-
-    def enter(path):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            if libc.setns(fd, 0x40000000) != 0:     # CLONE_NEWNET
-                raise SystemExit("traffic: setns %s: %s" % (path, os.strerror(ctypes.get_errno())))
-        finally:
-            os.close(fd)
-
-    home = "/proc/%d/ns/net" % os.getpid()
-    home_fd = os.open(home, os.O_RDONLY)
-    try:
-        for netns, dev in targets:
-            enter("/run/netns/%s" % netns)
+    for netns, dev in targets:
+        with _InNetns(netns):
             BPF.attach_xdp(dev, fn, 0)
-            print("xdp_pass attached to %s in %s (veth GRO needs XDP on %s)" % (
-                dev, netns, os.uname().release))
-    finally:
-        if libc.setns(home_fd, 0x40000000) != 0:
-            raise SystemExit("traffic: cannot return to the root netns")
-        os.close(home_fd)
+        print("xdp_pass attached to %s in %s (veth GRO needs XDP on %s)" % (
+            dev, netns, os.uname().release))
 
 
 def tc_attach(a):
