@@ -36,13 +36,6 @@ struct call_t {
 	u8  pad[7];
 };
 
-struct scratch_t {
-	struct skb_event ev;
-	struct call_t call;
-	struct sk_buff skb;
-	struct skb_shared_info sh;
-};
-
 /* Entry state, kept from entry to return of one hook call. */
 struct entry_t {
 	u64 skb;
@@ -53,13 +46,37 @@ struct entry_t {
 	u32 data_len;
 	u32 gso_type;
 	u32 reasons;
-	s32 stack_id;
+	s32 stack_len;
 	u16 gso_size;
 	u16 hook_id;
 	u8  nr_frags;
 	u8  flags;
 	u8  aux2;
 	u8  pad[5];
+#if STACK_TRACES
+	u64 stack[STACK_FRAMES];   /* taken at entry: the event is sent at return */
+#endif
+};
+
+/* An event and its stack, as one perf record: the stack must follow ev. */
+struct record_t {
+	struct skb_event ev;
+	u64 stack[STACK_FRAMES];
+};
+
+#if STACK_TRACES
+#define RECORD_SIZE sizeof(struct record_t)
+#else
+#define RECORD_SIZE sizeof(struct skb_event)
+#endif
+
+struct scratch_t {
+	struct skb_event ev;
+	u64 stack[STACK_FRAMES];   /* sent with ev: see struct record_t */
+	struct entry_t entry;
+	struct call_t call;
+	struct sk_buff skb;
+	struct skb_shared_info sh;
 };
 
 /* Idle tasks share pid 0 on every CPU, so they are told apart by CPU. Other
@@ -96,9 +113,6 @@ BPF_PERCPU_ARRAY(hook_hits, u64, MAX_HOOKS);
 BPF_HASH(depths, struct task_key_t, u32, 10240);
 BPF_HASH(entries, struct entry_key_t, struct entry_t, 10240);
 BPF_TABLE("lru_hash", u64, struct last_t, last_change, LAST_CHANGE_ENTRIES);
-#if STACK_TRACES
-BPF_STACK_TRACE(stacks, 4096);
-#endif
 
 static __always_inline void count(u32 idx)
 {
@@ -234,7 +248,6 @@ static __always_inline void fill_state(struct scratch_t *s, u32 hook_id)
 	ev->cpu = bpf_get_smp_processor_id();
 	bpf_get_current_comm(&ev->comm, sizeof(ev->comm));
 	ev->hook_id = hook_id;
-	ev->stack_id = -1;
 	ev->head = (u64)head;
 	ev->len = k->len;
 	ev->data_len_after = k->data_len;
@@ -423,38 +436,56 @@ static __always_inline int pop_depth(struct task_key_t *tk, u32 *out)
 	return 0;
 }
 
+/* The kernel stack of this hit, copied into buf (STACK_FRAMES addresses).
+ * Returns the number of frames, or -errno. Each record carries its own copy,
+ * so no other hit can ever be read back as this one's. */
+static __always_inline s32 take_stack(void *ctx, u64 *buf)
+{
+#if STACK_TRACES
+	long n = bpf_get_stack(ctx, buf, STACK_FRAMES * sizeof(u64), 0);
+
+	if (n < 0)
+		return (s32)n;
+	return (s32)(n / sizeof(u64));
+#else
+	return 0;
+#endif
+}
+
+/* The entry record is built in scratch: with its stack it is larger than
+ * the 512 bytes of BPF stack. */
 static __always_inline void save_entry(struct scratch_t *s, struct sk_buff *skb,
 				       u32 hook_id, u64 aux, u8 aux2, u32 reasons,
 				       struct task_key_t *tk, u32 depth, void *ctx)
 {
 	struct entry_key_t ek = { .tid = tk->tid, .cpu = tk->cpu, .depth = depth };
-	struct entry_t e = {};
+	struct entry_t *e = &s->entry;
 
-	e.skb = (u64)skb;
-	e.frag_list = (u64)s->sh.frag_list;
-	e.head = (u64)s->skb.head;
-	e.aux = aux;
-	e.aux2 = aux2;
-	e.ts_ns = bpf_ktime_get_ns();
-	e.data_len = s->skb.data_len;
-	e.gso_type = s->sh.gso_type;
-	e.gso_size = s->sh.gso_size;
-	e.nr_frags = s->sh.nr_frags;
-	e.reasons = reasons;
-	e.hook_id = hook_id;
-	e.stack_id = -1;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->skb = (u64)skb;
+	e->frag_list = (u64)s->sh.frag_list;
+	e->head = (u64)s->skb.head;
+	e->aux = aux;
+	e->aux2 = aux2;
+	e->ts_ns = bpf_ktime_get_ns();
+	e->data_len = s->skb.data_len;
+	e->gso_type = s->sh.gso_type;
+	e->gso_size = s->sh.gso_size;
+	e->nr_frags = s->sh.nr_frags;
+	e->reasons = reasons;
+	e->hook_id = hook_id;
 	if (s->skb.encapsulation)
-		e.flags |= F_ENCAP_BEFORE;
+		e->flags |= F_ENCAP_BEFORE;
 #if STACK_TRACES
-	e.stack_id = stacks.get_stackid(ctx, 0);
+	e->stack_len = take_stack(ctx, e->stack);
 #endif
-	if (entries.update(&ek, &e))
+	if (entries.update(&ek, e))
 		count(CNT_ENTRY_FULL);
 }
 
-/* Fetch and delete the entry record of this return; NULL when the entry was
- * filtered out (nothing saved) or does not belong to this hook. */
-static __always_inline int take_entry(u32 hook_id, struct entry_t *out)
+/* Fetch and delete the entry record of this return into s->entry; -1 when
+ * the entry was filtered out (nothing saved) or does not belong to this hook. */
+static __always_inline int take_entry(struct scratch_t *s, u32 hook_id)
 {
 	struct task_key_t tk = {};
 	struct entry_key_t ek = {};
@@ -475,13 +506,17 @@ static __always_inline int take_entry(u32 hook_id, struct entry_t *out)
 		entries.delete(&ek);
 		return -1;
 	}
-	__builtin_memcpy(out, e, sizeof(*out));
+	__builtin_memcpy(&s->entry, e, sizeof(s->entry));
 	entries.delete(&ek);
 	return 0;
 }
 
-static __always_inline void copy_entry_to_event(struct skb_event *ev, struct entry_t *e)
+/* s->entry (the state at entry, its stack) into the event sent at return. */
+static __always_inline void copy_entry_to_event(struct scratch_t *s)
 {
+	struct skb_event *ev = &s->ev;
+	struct entry_t *e = &s->entry;
+
 	ev->skb = e->skb;
 	ev->frag_list_before = e->frag_list;
 	ev->gso_type_before = e->gso_type;
@@ -490,9 +525,12 @@ static __always_inline void copy_entry_to_event(struct skb_event *ev, struct ent
 	ev->data_len_before = e->data_len;
 	ev->aux = e->aux;
 	ev->aux2 = e->aux2;
-	ev->stack_id = e->stack_id;
+	ev->stack_len = e->stack_len;
 	if (e->flags & F_ENCAP_BEFORE)
 		ev->flags |= F_ENCAP_BEFORE;
+#if STACK_TRACES
+	__builtin_memcpy(s->stack, e->stack, sizeof(s->stack));
+#endif
 }
 
 /* The entry state doubles as the before-state when the hook reports at
@@ -508,9 +546,11 @@ static __always_inline void before_is_after(struct skb_event *ev)
 		ev->flags |= F_ENCAP_BEFORE;
 }
 
+/* ev is the head of a struct record_t (scratch or the pending map): with
+ * --stack-trace its stack is sent in the same record. */
 static __always_inline void submit(void *ctx, struct skb_event *ev)
 {
-	if (events.perf_submit(ctx, ev, sizeof(*ev)) < 0)
+	if (events.perf_submit(ctx, ev, RECORD_SIZE) < 0)
 		count(CNT_SUBMIT_FAIL);
 }
 

@@ -64,6 +64,13 @@
 
 #define MAX_HOOKS        64
 
+/* --stack-trace: each event carries its own kernel stack, STACK_FRAMES u64
+ * addresses right after struct skb_event in the same perf record. A shared
+ * stack map (bpf_get_stackid) was tried first: its hash buckets collide
+ * (-EEXIST, the event has no stack) and a reader then takes the next event's
+ * stack for this one's. */
+#define STACK_FRAMES     48
+
 struct skb_event {
 	u64 ts_ns;             /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
 	u64 skb;               /* the skb the hook acted on */
@@ -85,7 +92,8 @@ struct skb_event {
 	u32 iif;               /* skb->skb_iif */
 	u32 reasons;           /* RSN_* of the state reported */
 	u32 frags_bytes;       /* bytes the page frags hold (crash check) */
-	s32 stack_id;
+	s32 stack_len;         /* frames in the stack that follows the event (--stack-trace);
+	                        * < 0: -errno of bpf_get_stack; 0: none asked for */
 	u16 hook_id;           /* index into the tool's hook table */
 	u16 last_hook;         /* hook_id + 1 of the last change (0: none seen) */
 	u16 gso_size_before;

@@ -21,7 +21,7 @@
 
 /* Pending events of CONSUME hooks: built at entry (the skb is readable),
  * sent at return with the return code. */
-BPF_HASH(pending, struct entry_key_t, struct skb_event, 1024);
+BPF_HASH(pending, struct entry_key_t, struct record_t, 1024);
 BPF_HASH(tnl_seg, struct task_key_t, u32, 1024);
 
 static __always_inline int in_tunnel_segment(void)
@@ -83,9 +83,7 @@ static __always_inline struct scratch_t *load(struct sk_buff *skb, u32 hook_id)
 static __always_inline void entry_check(void *ctx, struct scratch_t *s, u32 reasons)
 {
 	before_is_after(&s->ev);
-#if STACK_TRACES
-	s->ev.stack_id = stacks.get_stackid(ctx, 0);
-#endif
+	s->ev.stack_len = take_stack(ctx, s->stack);
 	if (in_tunnel_segment())
 		s->ev.flags |= F_IN_TNL_SEG;
 	if (reasons)
@@ -131,20 +129,20 @@ static __always_inline int on_enter(struct pt_regs *ctx, u32 hook_id,
 
 static __always_inline int on_mutate_return(struct pt_regs *ctx, u32 hook_id)
 {
-	struct entry_t e = {};
-	struct scratch_t *s;
+	struct scratch_t *s = get_scratch();
+	struct entry_t *e;
 	struct skb_event *ev;
 	u32 r, fresh;
 	int changed;
 
-	if (take_entry(hook_id, &e))
+	if (!s || take_entry(s, hook_id))
 		return 0;
-	s = get_scratch();
-	if (!s || read_skb(s, (struct sk_buff *)e.skb))
+	e = &s->entry;
+	if (read_skb(s, (struct sk_buff *)e->skb))
 		return 0;
 	fill_state(s, hook_id);
 	ev = &s->ev;
-	copy_entry_to_event(ev, &e);
+	copy_entry_to_event(s);
 	ev->ret = PT_REGS_RC(ctx);
 
 	changed = ev->frag_list_before != ev->frag_list_after ||
@@ -153,7 +151,7 @@ static __always_inline int on_mutate_return(struct pt_regs *ctx, u32 hook_id)
 		  ev->data_len_before != ev->data_len_after ||
 		  ev->nr_frags_before != ev->nr_frags_after;
 	r = eval_rules(s, 0, in_tunnel_segment());
-	fresh = r & ~e.reasons;   /* report a bad state once, where it began */
+	fresh = r & ~e->reasons;   /* report a bad state once, where it began */
 
 	/* emit before recording, so last= names the change before this one */
 	if (ev->frag_list_before != ev->frag_list_after) {
@@ -164,34 +162,31 @@ static __always_inline int on_mutate_return(struct pt_regs *ctx, u32 hook_id)
 		emit(ctx, s, EV_INCONSISTENT, fresh);
 	}
 	if (changed)
-		note_change(e.skb, ev->head, hook_id, ev->ts_ns);
+		note_change(e->skb, ev->head, hook_id, ev->ts_ns);
 	return 0;
 }
 
 static __always_inline int on_copy_return(struct pt_regs *ctx, u32 hook_id)
 {
-	struct entry_t e = {};
-	struct scratch_t *s;
+	struct scratch_t *s = get_scratch();
+	struct entry_t *e;
 	struct skb_event *ev;
 	u64 nskb = PT_REGS_RC(ctx);
 	u32 r;
 
-	if (take_entry(hook_id, &e))
+	if (!s || take_entry(s, hook_id))
 		return 0;
+	e = &s->entry;
 	/* Copies of plain skbs are everyday traffic: only GSO or frag_list
 	 * state is worth a line. */
-	if (!e.frag_list && !e.gso_size)
-		return 0;
-	s = get_scratch();
-	if (!s)
+	if (!e->frag_list && !e->gso_size)
 		return 0;
 	if (!nskb) {
-		if (read_skb(s, (struct sk_buff *)e.skb))
+		if (read_skb(s, (struct sk_buff *)e->skb))
 			return 0;
 		fill_state(s, hook_id);
 		ev = &s->ev;
-		ev->skb = e.skb;
-		copy_entry_to_event(ev, &e);
+		copy_entry_to_event(s);
 		ev->flags |= F_AFTER_UNREADABLE;
 		ev->frag_list_after = 0;
 		emit(ctx, s, EV_COPY_FAIL, 0);
@@ -201,13 +196,12 @@ static __always_inline int on_copy_return(struct pt_regs *ctx, u32 hook_id)
 		return 0;
 	fill_state(s, hook_id);
 	ev = &s->ev;
-	ev->skb = e.skb;
+	copy_entry_to_event(s);
 	ev->new_skb = nskb;
 	ev->ret = nskb;
-	copy_entry_to_event(ev, &e);
 	note_change(nskb, ev->head, hook_id, ev->ts_ns);
 	r = eval_rules(s, 0, in_tunnel_segment());
-	emit(ctx, s, EV_PROPAGATE, r & ~e.reasons);
+	emit(ctx, s, EV_PROPAGATE, r & ~e->reasons);
 	return 0;
 }
 
@@ -245,13 +239,11 @@ static __always_inline int on_consume_enter(struct pt_regs *ctx, u32 hook_id,
 		if (l->head != s->ev.head)
 			s->ev.flags |= F_LAST_STALE;
 	}
-#if STACK_TRACES
-	s->ev.stack_id = stacks.get_stackid(ctx, 0);
-#endif
+	s->ev.stack_len = take_stack(ctx, s->stack);
 	ek.tid = tk.tid;
 	ek.cpu = tk.cpu;
 	ek.depth = depth;
-	if (pending.update(&ek, &s->ev))
+	if (pending.update(&ek, (struct record_t *)&s->ev))
 		count(CNT_ENTRY_FULL);
 	return 0;
 }
@@ -260,7 +252,7 @@ static __always_inline int on_consume_return(struct pt_regs *ctx, u32 hook_id)
 {
 	struct task_key_t tk = {};
 	struct entry_key_t ek = {};
-	struct skb_event *ev;
+	struct record_t *rec;
 	u32 d;
 
 	task_key(&tk);
@@ -269,12 +261,12 @@ static __always_inline int on_consume_return(struct pt_regs *ctx, u32 hook_id)
 	ek.tid = tk.tid;
 	ek.cpu = tk.cpu;
 	ek.depth = d;
-	ev = pending.lookup(&ek);
-	if (!ev)
+	rec = pending.lookup(&ek);
+	if (!rec)
 		return 0;
-	if (ev->hook_id == hook_id) {
-		ev->ret = PT_REGS_RC(ctx);
-		submit(ctx, ev);
+	if (rec->ev.hook_id == hook_id) {
+		rec->ev.ret = PT_REGS_RC(ctx);
+		submit(ctx, &rec->ev);
 	} else {
 		count(CNT_UNPAIRED);
 	}

@@ -148,16 +148,14 @@ static __always_inline int on_change_enter(struct pt_regs *ctx, u32 hook_id,
 
 static __always_inline int on_change_return(struct pt_regs *ctx, u32 hook_id, u8 event)
 {
-	struct entry_t e = {};
-	struct scratch_t *s;
+	struct scratch_t *s = get_scratch();
 
-	if (take_entry(hook_id, &e))
+	if (!s || take_entry(s, hook_id))
 		return 0;
-	s = get_scratch();
-	if (!s || read_skb(s, (struct sk_buff *)e.skb))
+	if (read_skb(s, (struct sk_buff *)s->entry.skb))
 		return 0;
 	fill_state(s, hook_id);
-	copy_entry_to_event(&s->ev, &e);
+	copy_entry_to_event(s);
 	s->ev.ret = PT_REGS_RC(ctx);
 	{
 		struct task_key_t tk = {};
@@ -165,7 +163,7 @@ static __always_inline int on_change_return(struct pt_regs *ctx, u32 hook_id, u8
 
 		task_key(&tk);
 		dp = depths.lookup(&tk);
-		report(ctx, s, event, 0, e.ts_ns, dp && *dp);
+		report(ctx, s, event, 0, s->entry.ts_ns, dp && *dp);
 	}
 	return 0;
 }
@@ -181,9 +179,7 @@ static __always_inline int on_observe(struct pt_regs *ctx, u32 hook_id,
 		return 0;
 	before_is_after(&s->ev);
 	s->ev.aux = aux;
-#if STACK_TRACES
-	s->ev.stack_id = stacks.get_stackid(ctx, 0);
-#endif
+	s->ev.stack_len = take_stack(ctx, s->stack);
 	report(ctx, s, event, 0, s->ev.ts_ns, 0);
 	return 0;
 }
@@ -251,9 +247,7 @@ static __always_inline int on_virtio_skb(struct pt_regs *ctx, u32 hook_id,
 	s->ev.frag_list_before = s->ev.frag_list_after;
 	s->ev.nr_frags_before = s->ev.nr_frags_after;
 	s->ev.data_len_before = s->ev.data_len_after;
-#if STACK_TRACES
-	s->ev.stack_id = stacks.get_stackid(ctx, 0);
-#endif
+	s->ev.stack_len = take_stack(ctx, s->stack);
 	report(ctx, s, event, h.gso_type != 0, s->ev.ts_ns, 0);
 	return 0;
 }

@@ -2,7 +2,9 @@
 needs (event, hook, flows, gso names). No bcc, no kernel access: tests feed it
 hand-built bytes."""
 import ctypes
+import errno
 import socket
+import struct
 
 from skbtrace import event
 
@@ -42,10 +44,20 @@ class Record(object):
         self.function = self.hook.name if self.hook else "hook#%d" % raw_event.hook_id
         last = hooks_by_id.get(raw_event.last_hook - 1) if raw_event.last_hook else None
         self.last_function = last.name if last else None
-        self.stack = []
+        self.stack_addrs = []       # kernel addresses the record carried (--stack-trace)
+        self.stack = []             # the same, as symbols (the runner resolves them)
 
     def __getattr__(self, name):
         return getattr(self.ev, name)
+
+    @property
+    def stack_error(self):
+        """Why a record that should carry a stack has none: the errno name
+        of bpf_get_stack's failure, or None."""
+        n = self.ev.stack_len
+        if n >= 0:
+            return None
+        return errno.errorcode.get(-n, "error %d" % n)
 
     @property
     def event_name(self):
@@ -99,8 +111,16 @@ class Decoder(object):
         self.size = ctypes.sizeof(event.SkbEvent)
 
     def decode(self, data):
-        """bytes (at least sizeof(struct skb_event)) -> Record."""
+        """bytes (struct skb_event, then with --stack-trace STACK_FRAMES
+        addresses: struct record_t) -> Record."""
         if len(data) < self.size:
             raise ValueError("short event: %d bytes, expected %d" % (len(data), self.size))
         raw = event.SkbEvent.from_buffer_copy(data[:self.size])
-        return Record(raw, self.by_id)
+        rec = Record(raw, self.by_id)
+        n = min(raw.stack_len, event.STACK_FRAMES)
+        if n > 0:
+            if len(data) < self.size + 8 * n:
+                raise ValueError("event says %d stack frames, record has %d bytes"
+                                 % (n, len(data)))
+            rec.stack_addrs = list(struct.unpack_from("<%dQ" % n, data, self.size))
+        return rec

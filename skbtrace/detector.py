@@ -183,8 +183,7 @@ class DetectorFormatter(Formatter):
                                      "0x%x" % e.frag_list_after if e.frag_list_after else "NULL",
                                      r.cloned, r.encap, e.ifindex, e.iif))
             out.append(" | ".join(parts))
-        out.extend("        %s" % s for s in r.stack)
-        return out
+        return out + self.stack_lines(r)
 
     def _json(self, r):
         import json

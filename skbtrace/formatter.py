@@ -24,12 +24,14 @@ def change_text(value_before, value_after, fmt=str):
 
 
 class Formatter(object):
-    def __init__(self, clock, gso, verbose=False, json_mode=False, tool="skb_frag_list_watcher"):
+    def __init__(self, clock, gso, verbose=False, json_mode=False, tool="skb_frag_list_watcher",
+                 stacks=False):
         self.clock = clock
         self.gso = gso
         self.verbose = verbose
         self.json_mode = json_mode
         self.tool = tool
+        self.stacks = stacks        # --stack-trace: every event shows its stack or says why not
 
     # --- text -----------------------------------------------------------------
 
@@ -128,8 +130,16 @@ class Formatter(object):
                 TIME_W, self.clock.hms(e.ts_ns), e.cpu, r.event_name, r.function, e.skb,
                 self.frag_list_text(r))
             out = [" ".join([first] + tail)]
-        out.extend("        %s" % s for s in r.stack)
-        return out
+        return out + self.stack_lines(r)
+
+    def stack_lines(self, r):
+        """The event's own stack, indented under it. An event without one
+        says so: a reader must never take the next event's stack for it."""
+        if not self.stacks:
+            return []
+        if r.stack:
+            return ["        %s" % s for s in r.stack]
+        return ["        [no stack: %s]" % (r.stack_error or "none recorded")]
 
     # --- JSON -----------------------------------------------------------------
 
@@ -179,6 +189,7 @@ class Formatter(object):
             "aux": e.aux,
             "in_tunnel_segment": bool(e.flags & event.F_IN_TNL_SEG),
             "stack": list(r.stack),
+            "stack_error": r.stack_error if self.stacks else None,
         }
         if r.last_function:
             d["last"] = {"function": r.last_function, "age_us": r.last_age_us,

@@ -282,7 +282,8 @@ class Program(object):
                 "%s (%s)" % (h.name, h.skip_reason) for h in self.hooks))
 
     def open(self, callback, page_cnt):
-        size = ctypes.sizeof(event.SkbEvent)
+        # struct record_t: the event and, with --stack-trace, its stack
+        size = ctypes.sizeof(event.SkbEvent) + 8 * event.STACK_FRAMES
 
         def _on_event(_cpu, data, data_size):
             callback(ctypes.string_at(data, min(size, data_size)))
@@ -311,13 +312,7 @@ class Program(object):
     def hook_hits(self):
         return dict((h.hook_id, sum(self.percpu("hook_hits", h.hook_id))) for h in self.attached)
 
-    def stack(self, stack_id):
-        if stack_id < 0:
-            return []
-        try:
-            addrs = list(self.bpf["stacks"].walk(stack_id))
-        except Exception:
-            return []
+    def symbols(self, addrs):
         out = []
         for a in addrs:
             sym = self.bpf.ksym(a, show_offset=True)

@@ -110,10 +110,11 @@ def run(tool, formatter_cls=Formatter, stats=None):
     program.attach()
     decoder = Decoder(tool.hooks)
     formatter = formatter_cls(clock, tool.gso, verbose=args.verbose, json_mode=args.json,
-                              tool=tool.name)
+                              tool=tool.name, stacks=args.stack_trace)
     if stats is None:
         from skbtrace.stats import Stats
         stats = Stats(tool.hooks, tool.event_names)
+    stats.stacks = bool(args.stack_trace)
 
     def on_event(data):
         # An exception cannot cross bcc's ctypes callback (it would be printed
@@ -123,7 +124,7 @@ def run(tool, formatter_cls=Formatter, stats=None):
         try:
             record = decoder.decode(data)
             if args.stack_trace:
-                record.stack = program.stack(record.stack_id)
+                record.stack = program.symbols(record.stack_addrs)
             stats.add(record)
             tool.on_record(record)
             for line in formatter.lines(record):

@@ -26,6 +26,8 @@ class Stats(object):
         self.by_hook = {}
         self.total = 0
         self.decode_errors = 0
+        self.stacks = False                 # --stack-trace: count events that have none
+        self.no_stack = OrderedDict()       # why -> events (errno name of bpf_get_stack)
         self.extra = OrderedDict()          # tool-specific "label: value" lines
         self.extra_lines = []               # tool-specific sections (the detector's verdict)
         self.extra_dict = {}
@@ -37,6 +39,9 @@ class Stats(object):
         if record.severity_name:
             self.by_severity[record.severity_name] += 1
         self.by_hook[record.hook_id] = self.by_hook.get(record.hook_id, 0) + 1
+        if self.stacks and not record.stack_addrs:
+            why = record.stack_error or "empty"
+            self.no_stack[why] = self.no_stack.get(why, 0) + 1
 
     def render(self, kernel, lost_cb_total, hook_hits, attach_notes=None):
         """kernel: dict counter name -> per-CPU list (from Program.counters())."""
@@ -62,6 +67,10 @@ class Stats(object):
         if unpaired or full or stage_fail:
             out.append("%-20s%d unpaired returns, %d entry records not stored (map full), "
                        "%d failed stage calls" % ("Bookkeeping:", unpaired, full, stage_fail))
+        if self.stacks:
+            out.append("%-20s%d events without a stack%s" % (
+                "Stacks:", sum(self.no_stack.values()), "".join(
+                    " (%s %d)" % kv for kv in self.no_stack.items())))
         for k, v in self.extra.items():
             out.append("%-20s%s" % (k + ":", v))
         out.append("Hooks:")
@@ -94,6 +103,7 @@ class Stats(object):
             "unpaired_returns": sum(kernel.get("UNPAIRED", [])),
             "entry_map_full": sum(kernel.get("ENTRY_FULL", [])),
             "stage_call_failures": sum(kernel.get("STAGE_FAIL", [])),
+            "events_without_stack": dict(self.no_stack) if self.stacks else None,
             "extra": dict(self.extra),
             "hooks": [{"name": h.name, "symbol": h.symbol,
                        "hits": hook_hits.get(h.hook_id, 0) if h.symbol else None,

@@ -21,6 +21,32 @@ def stats_block(out):
     return out[out.index("--- Statistics ---"):]
 
 
+EVENT_RE = re.compile(r"^\d\d:\d\d:\d\d\.\d{6} .*? (CREATE|CLEAR|MODIFY|PROPAGATE|COPY_FAIL|ACCESS|"
+                      r"INCONSISTENT) +(\S+) +\|")
+
+
+def stacks_by_event(lines):
+    """[(event line, function, [stack lines])] from --stack-trace text output."""
+    out = []
+    for line in lines:
+        m = EVENT_RE.match(line)
+        if m:
+            out.append((line, m.group(2), []))
+        elif line.startswith("        ") and out:
+            out[-1][2].append(line.strip())
+    return out
+
+
+def attached_symbols(out):
+    """hook name -> the kernel symbol it attached to, from the statistics."""
+    syms = {}
+    for line in stats_block(out).splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[3] == "attached":
+            syms[parts[0]] = parts[4]
+    return syms
+
+
 def hook_row(out, name):
     for line in stats_block(out).splitlines():
         parts = line.split()
@@ -86,7 +112,7 @@ def test_bpf_pull_data_then_skb_segment_names_the_mutator(lab):
             "--dir ingress --src tests/lab/progs/pull_data.c --fn pull_all" % (T, T), check=True)
     try:
         r = lab.trace(W + " --verbose --stack-trace",
-                      traffic=["%s udp-gso --count 3 --seconds 8" % T], signal_name="INT")
+                      traffic=["%s udp-gso --count 10 --seconds 8" % T], signal_name="INT")
     finally:
         lab.run("%s cleanup" % T)
     assert r.rc == 0, r
@@ -108,6 +134,21 @@ def test_bpf_pull_data_then_skb_segment_names_the_mutator(lab):
     assert stack and stack[0].startswith("skb_segment+0x"), lines[i:i + 12]
     assert any(s.startswith(("__udp_gso_segment", "udp4_ufo_fragment", "inet_gso_segment",
                              "skb_mac_gso_segment", "__skb_gso_segment")) for s in stack), stack
+    # every event's stack starts at the hook that emitted it (the stack is
+    # taken at the hook's entry, also for events sent at its return), or
+    # the event says it has none; a shared stack map once left events bare
+    # and a reader took the next event's stack for theirs
+    syms = attached_symbols(r.out)
+    blocks = stacks_by_event(lines)
+    assert len(blocks) >= 30, r.out
+    bare = [b for b in blocks if b[2] and b[2][0].startswith("[no stack: ")]
+    for line, fn, stack in blocks:
+        assert stack, line
+        if not stack[0].startswith("[no stack: "):
+            assert stack[0].startswith(syms[fn] + "+0x"), (line, stack[:3])
+            assert not any(s.startswith("[no stack") for s in stack[1:]), stack
+    assert re.search(r"^Stacks:\s+%d events without a stack" % len(bare), stats_block(r.out), re.M)
+    assert not bare, bare[:3]
     n = len([l for l in lines if re.match(r"^\d.* INCONSISTENT ", l)])
     assert n >= 3 and "INCONSISTENT:     %d    (CRITICAL 0," % n in stats_block(r.out)
 

@@ -26,9 +26,6 @@ class FakeTable(object):
         self.bpf.cb = cb
         self.bpf.lost_cb = lost_cb
 
-    def walk(self, stack_id):
-        return [0xffffffff81000010, 0xffffffff81000020]
-
 
 class BPF(object):
     available = []          # kernel function names this fake kernel has

@@ -11,7 +11,7 @@ def ip4(text):
 def make_event(**kw):
     e = event.SkbEvent()
     defaults = dict(ts_ns=1000000000, cpu=2, pid=25, hook_id=0, skb=0xffff888abc123000,
-                    head=0xffff888a00000000, len=1400, comm=b"ksoftirqd/2", stack_id=-1)
+                    head=0xffff888a00000000, len=1400, comm=b"ksoftirqd/2", stack_len=0)
     defaults.update(kw)
     for k, v in defaults.items():
         if k in ("saddr", "daddr", "inner_saddr", "inner_daddr"):

@@ -114,8 +114,13 @@ def test_verbose_two_lines_with_flows():
 def test_stack_lines():
     r = rec(event=event.EV_CLEAR, hook_id=ID["pskb_expand_head"], frag_list_before=FL)
     r.stack = ["pskb_expand_head+0x5", "ip_forward+0x10"]
-    out = fmt().lines(r)
-    assert out[1:] == ["        pskb_expand_head+0x5", "        ip_forward+0x10"]
+    f = fmt()
+    assert f.lines(r)[1:] == []          # stacks not asked for: none printed
+    f.stacks = True
+    assert f.lines(r)[1:] == ["        pskb_expand_head+0x5", "        ip_forward+0x10"]
+    bare = rec(event=event.EV_CLEAR, hook_id=ID["pskb_expand_head"], frag_list_before=FL,
+               stack_len=-14)
+    assert f.lines(bare)[1:] == ["        [no stack: EFAULT]"]
 
 
 def test_json_schema():

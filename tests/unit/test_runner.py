@@ -3,6 +3,7 @@ hooks, per-CPU lost counts. The real BPF side is tested in tests/lab."""
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 
@@ -84,13 +85,55 @@ def test_json_mode_and_output_file(fake, tmp_path, capsys):
     assert capsys.readouterr().out == ""
 
 
-def test_stack_trace_symbols(fake, capsys):
-    fake.BPF.script = [[to_bytes(make_event(event=event.EV_CLEAR, hook_id=ID["pskb_expand_head"],
-                                            frag_list_before=1, stack_id=4))]]
+def with_stack(ev, addrs):
+    """A struct record_t as the kernel sends it: the event, then its stack."""
+    if addrs:
+        ev.stack_len = len(addrs)
+    frames = list(addrs) + [0] * (event.STACK_FRAMES - len(addrs))
+    return to_bytes(ev) + struct.pack("<%dQ" % event.STACK_FRAMES, *frames)
+
+
+def test_stack_trace_each_event_shows_its_own_stack_or_says_why_not(fake, capsys):
+    fake.BPF.script = [[
+        with_stack(make_event(event=event.EV_CLEAR, hook_id=ID["pskb_expand_head"],
+                              frag_list_before=1), [0xffffffff81000010, 0xffffffff81000020]),
+        # bpf_get_stack failed (-EFAULT): the record says so, it does not
+        # borrow the next event's stack
+        with_stack(make_event(event=event.EV_INCONSISTENT, hook_id=ID["skb_segment"],
+                              reasons=event.RSN_NULL_FRAGLIST_GSO, severity=1,
+                              gso_size_after=1000, stack_len=-14), []),
+        with_stack(make_event(event=event.EV_CLEAR, hook_id=ID["__pskb_pull_tail"],
+                              frag_list_before=1), [0xffffffff81000030])]]
     assert main(["--stack-trace"]) == 0
-    out = capsys.readouterr().out
-    assert "        fake_fn+0x10\n        fake_fn+0x20" in out
-    assert "#define STACK_TRACES 1" in fake.BPF.instances[-1].text
+    lines = capsys.readouterr().out.splitlines()
+    i = next(n for n, l in enumerate(lines) if " pskb_expand_head " in l)
+    assert lines[i + 1:i + 3] == ["        fake_fn+0x10", "        fake_fn+0x20"]
+    assert " skb_segment " in lines[i + 3] and lines[i + 4] == "        [no stack: EFAULT]"
+    assert " __pskb_pull_tail " in lines[i + 5] and lines[i + 6] == "        fake_fn+0x30"
+    assert any(l.startswith("Stacks:") and "1 events without a stack (EFAULT 1)" in l
+               for l in lines)
+    text = fake.BPF.instances[-1].text
+    assert "#define STACK_TRACES 1" in text and "bpf_get_stack(" in text
+    assert "BPF_STACK_TRACE(" not in text
+
+
+def test_stack_trace_json_carries_stack_error(fake, capsys):
+    fake.BPF.script = [[with_stack(make_event(event=event.EV_CLEAR, hook_id=ID["skb_segment_list"],
+                                              frag_list_before=1, stack_len=-17), [])]]
+    assert main(["--stack-trace", "--json"]) == 0
+    objs = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert objs[0]["stack"] == [] and objs[0]["stack_error"] == "EEXIST"
+    assert objs[-1]["events_without_stack"] == {"EEXIST": 1}
+
+
+def test_short_stack_record_is_a_decode_error(fake, capsys):
+    ev = make_event(event=event.EV_CLEAR, hook_id=ID["skb_segment_list"], frag_list_before=1,
+                    stack_len=5)
+    fake.BPF.script = [[to_bytes(ev)]]
+    assert main(["--stack-trace"]) == 0
+    out, err = capsys.readouterr()
+    assert "event dropped: event says 5 stack frames" in err
+    assert "Events dropped as undecodable: 1" in out
 
 
 def test_no_hook_present(fake, capsys):
