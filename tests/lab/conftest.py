@@ -25,6 +25,15 @@ def pytest_collection_modifyitems(items):
 
 
 _boot_error = []
+_kernels = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    # the lab follows Debian's kernel meta-packages: say which kernel ran
+    for meta in _kernels:
+        pkg = meta.get("kernel_pkg") or {}
+        terminalreporter.write_line("lab kernel: %s (%s %s, image built %s)" % (
+            meta.get("release"), pkg.get("image"), pkg.get("version"), meta.get("built")))
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +50,7 @@ def lab():
         _boot_error.append("%s: %s" % (type(e).__name__, str(e).splitlines()[0] if str(e) else ""))
         pytest.fail("lab guest (LAB_KERNEL=%s) could not boot: %s: %s\nconsole tail:\n%s" % (
             guest.kernel, type(e).__name__, e, guest.console_tail()), pytrace=False)
+    _kernels.append(guest.meta)
     try:
         yield guest
     finally:

@@ -3,10 +3,16 @@ stock kernel, its headers and the distro's BCC, as an ext4 image plus the
 kernel and initramfs to boot it with.
 
 Cached in /var/cache/skbtrace-lab/<kernel>-<recipe hash>/, so an image is
-rebuilt only when its recipe (this file's KERNELS entry and PACKAGES) changes.
+rebuilt when its recipe (this file's KERNELS entry and PACKAGES) changes, and
+when Debian's current kernel for that line is not the one the image holds
+(the KERNELS entries follow Debian's meta-packages, so a fresh machine would
+get the newer one: a warm cache must not test an older kernel than CI does).
 The Debian mirror is read from the host's apt configuration at run time.
 
     python3 tests/lab/image.py [--kernel 6.1] [--force]
+    LAB_KERNEL_ABI=6.1.0-56 python3 tests/lab/image.py   # an exact kernel, while the
+                                                          # archive still carries it
+    LAB_KERNEL_CHECK=off ...      # no freshness check (offline); says so loudly
 """
 import argparse
 import fcntl
@@ -21,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import zlib
 
 CACHE = os.environ.get("LAB_CACHE", "/var/cache/skbtrace-lab")
@@ -44,10 +51,12 @@ KERNELS = {
 
 PACKAGES = ["python3", "python3-bpfcc", "bpfcc-tools", "python3-pyroute2", "python3-tabulate",
             "python3-pytest", "iproute2", "ethtool", "tcpdump", "kmod", "procps",
-            "initramfs-tools", "busybox", "ca-certificates"]
-OPTIONAL = ["bpftool"]
+            "initramfs-tools", "busybox", "ca-certificates",
+            # test-only kernel modules (tests/lab/kmod) are built in the guest
+            "make", "gcc"]
+OPTIONAL = ["bpftool", "bpftrace"]
 
-RECIPE_VERSION = 3   # bump when the build steps below change
+RECIPE_VERSION = 4   # bump when the build steps below change
 STUB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guest", "stub-init.sh")
 
 # Fast boot: QEMU starts the decompressed vmlinux through its PVH entry point
@@ -101,12 +110,139 @@ def host_mirrors():
     return m, (sec[0].rstrip("/") if sec else m + "-security")
 
 
-def recipe(kernel):
+def kernel_abi_pin():
+    """LAB_KERNEL_ABI=6.1.0-56: that exact kernel instead of the meta-packages'."""
+    abi = os.environ.get("LAB_KERNEL_ABI", "").strip()
+    if abi and not re.match(r"^\d+\.\d+\.\d+-\d+$", abi):
+        raise SystemExit("LAB_KERNEL_ABI=%s: expected an ABI such as 6.1.0-56" % abi)
+    return abi or None
+
+
+def kernel_packages(kernel):
     suite, extra, kpkgs = KERNELS[kernel]
+    abi = kernel_abi_pin()
+    if abi:
+        return ["linux-image-%s-amd64" % abi, "linux-headers-%s-amd64" % abi]
+    return kpkgs
+
+
+def recipe(kernel):
+    suite, extra, _ = KERNELS[kernel]
     with open(STUB, "rb") as f:
         stub = hashlib.sha256(f.read()).hexdigest()[:12]
     return {"v": RECIPE_VERSION, "kernel": kernel, "suite": suite, "extra": extra,
-            "kpkgs": kpkgs, "packages": PACKAGES, "optional": OPTIONAL, "stub": stub}
+            "kpkgs": kernel_packages(kernel), "packages": PACKAGES, "optional": OPTIONAL,
+            "stub": stub}
+
+
+# --- which kernel Debian serves now ------------------------------------------
+
+def _fetch(url, timeout=60):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read()
+
+
+def _suite_base(kernel):
+    suite, extra, _ = KERNELS[kernel]
+    mirror, security = host_mirrors()
+    return [(s, security if s.endswith("-security") else mirror) for s in [suite] + extra]
+
+
+def _meta_package(kpkgs):
+    """'linux-image-amd64' of ['linux-image-amd64/bookworm-backports', ...]."""
+    return kpkgs[0].split("/")[0]
+
+
+def parse_packages(text, name):
+    """[(version, depends)] of every stanza of package `name` in a Packages index."""
+    out = []
+    for stanza in text.split("\n\n"):
+        if ("Package: %s\n" % name) not in stanza + "\n":
+            continue
+        fields = dict(re.findall(r"^([A-Za-z-]+): (.*)$", stanza, re.M))
+        if fields.get("Package") == name:
+            out.append((fields.get("Version", ""), fields.get("Depends", "")))
+    return out
+
+
+def version_gt(a, b):
+    return subprocess.call(["dpkg", "--compare-versions", a, "gt", b]) == 0
+
+
+def current_kernel(kernel):
+    """{"image": "linux-image-6.1.0-57-amd64", "version": "6.1.192-3"}: what
+    `apt-get install linux-image-amd64` would give a new image of this
+    line today. The suite's Release file names its index by hash; an index
+    already read is not fetched again (CACHE/index-<sha256>.json)."""
+    suite_pin = None
+    kpkgs = KERNELS[kernel][2]
+    if "/" in kpkgs[0]:
+        suite_pin = kpkgs[0].split("/")[1]
+    meta_pkg = _meta_package(kpkgs)
+    best = None
+    for suite, base in _suite_base(kernel):
+        if suite_pin and suite != suite_pin:
+            continue
+        release = _fetch("%s/dists/%s/InRelease" % (base, suite)).decode("utf-8", "replace")
+        m = re.search(r"^ ([0-9a-f]{64}) +\d+ main/binary-amd64/Packages\.xz$", release, re.M)
+        if not m:
+            continue
+        cached = os.path.join(CACHE, "index-%s-%s.json" % (meta_pkg, m.group(1)[:16]))
+        if os.path.exists(cached):
+            with open(cached) as f:
+                found = json.load(f)
+        else:
+            blob = _fetch("%s/dists/%s/main/binary-amd64/Packages.xz" % (base, suite))
+            if hashlib.sha256(blob).hexdigest() != m.group(1):
+                raise IOError("%s %s: Packages.xz does not match its Release hash" % (base, suite))
+            found = parse_packages(lzma.decompress(blob).decode("utf-8", "replace"), meta_pkg)
+            os.makedirs(CACHE, exist_ok=True)
+            with open(cached, "w") as f:
+                json.dump(found, f)
+        for version, depends in found:
+            if best is None or version_gt(version, best[0]):
+                best = (version, depends)
+    if best is None:
+        raise IOError("no %s in the %s suites" % (meta_pkg, kernel))
+    dep = re.search(r"(linux-image-[0-9][^ ,(]*)", best[1])
+    return {"image": dep.group(1) if dep else None, "version": best[0]}
+
+
+def installed_kernel(root):
+    """The kernel image package the built root holds and its version."""
+    out = subprocess.check_output(
+        ["chroot", root, "dpkg-query", "-W", "-f", "${Package} ${Version} ${Status}\n",
+         "linux-image-*"]).decode()
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and re.match(r"^linux-image-\d", parts[0]) and \
+                line.endswith("installed") and not parts[0].endswith("-dbg"):
+            return {"image": parts[0], "version": parts[1]}
+    return {"image": None, "version": None}
+
+
+def stale_reason(kernel, meta):
+    """Why a cached image no longer holds the kernel a new build would get,
+    or None. Errors (offline mirror) are reported, never fatal."""
+    if kernel_abi_pin():
+        return None                 # an exact kernel was asked for
+    if os.environ.get("LAB_KERNEL_CHECK", "on") == "off":
+        log("WARNING: LAB_KERNEL_CHECK=off: not checking whether Debian now serves a newer "
+            "kernel than this image's %s (%s)" % (meta.get("release"),
+                                                   meta.get("kernel_pkg", {}).get("version")))
+        return None
+    try:
+        cur = current_kernel(kernel)
+    except (IOError, OSError, ValueError, lzma.LZMAError) as e:
+        log("WARNING: could not ask the mirror which kernel the %s line has now (%s); "
+            "testing the cached image's %s, which may be older than a fresh machine's"
+            % (kernel, e, meta.get("release")))
+        return None
+    have = meta.get("kernel_pkg") or {}
+    if have.get("image") != cur["image"] or have.get("version") != cur["version"]:
+        return ("Debian's %s line now has %s %s; the cached image holds %s %s"
+                % (kernel, cur["image"], cur["version"], have.get("image"), have.get("version")))
+    return None
 
 
 def image_dir(kernel):
@@ -126,7 +262,8 @@ def chroot(root, cmd):
 
 
 def build(kernel, out):
-    suite, extra, kpkgs = KERNELS[kernel]
+    suite, extra, _ = KERNELS[kernel]
+    kpkgs = kernel_packages(kernel)
     mirror, security = host_mirrors()
     work = out + ".work"
     shutil.rmtree(work, ignore_errors=True)
@@ -160,6 +297,7 @@ def build(kernel, out):
     finally:
         for d in ("dev", "sys", "proc"):
             subprocess.call(["umount", "-l", os.path.join(root, d)])
+    kernel_pkg = installed_kernel(root)
     vmlinuz = sorted(glob.glob(os.path.join(root, "boot/vmlinuz-*")))[-1]
     release = os.path.basename(vmlinuz)[len("vmlinuz-"):]
     initrd = os.path.join(root, "boot/initrd.img-" + release)
@@ -175,7 +313,8 @@ def build(kernel, out):
         os.path.join(work, "root.ext4"), "%dM" % size_mb])
     shutil.rmtree(root)
     with open(os.path.join(work, "meta.json"), "w") as f:
-        json.dump({"release": release, "recipe": recipe(kernel), "mirror": mirror,
+        json.dump({"release": release, "kernel_pkg": kernel_pkg, "recipe": recipe(kernel),
+                   "mirror": mirror, "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                    "build_seconds": round(time.time() - t0, 1)}, f, indent=1)
     shutil.rmtree(out, ignore_errors=True)
     os.rename(work, out)
@@ -190,9 +329,16 @@ def ensure(kernel="6.1", force=False, fast=True):
     # one builder at a time per cache (CI and a developer may start together)
     with open(os.path.join(CACHE, ".lock-%s" % kernel), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if force or not os.path.exists(os.path.join(out, "meta.json")):
+        meta_path = os.path.join(out, "meta.json")
+        if not force and os.path.exists(meta_path):
+            with open(meta_path) as f:
+                why = stale_reason(kernel, json.load(f))
+            if why:
+                log("REBUILDING: %s" % why)
+                force = True
+        if force or not os.path.exists(meta_path):
             build(kernel, out)
-        with open(os.path.join(out, "meta.json")) as f:
+        with open(meta_path) as f:
             meta = json.load(f)
         meta["dir"] = out
         if fast:

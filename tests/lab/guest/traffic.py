@@ -17,6 +17,7 @@ dstport 4789, over the routed underlay.
 """
 import argparse
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -79,20 +80,36 @@ def topo(a):
     ns("h1", "ping -c1 -W2 198.18.2.1", check=False)
 
 
-def _udp_sink(port, seconds):
+SINK_CAP_SECONDS = 300
+
+
+def _udp_sink(port, linger):
+    """Count bytes until the sender is done (our stdin closes) and then
+    nothing has arrived for `linger` seconds. A window that starts when the
+    sink is ready lost everything when the sender's own Python start took
+    longer than the window (a loaded TCG host: 0 bytes, every time)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     # a reader slowed down by TCG and tracing must not lose datagrams to a
     # full default (208 KiB) receive buffer: tests compare byte counts
     s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 << 20)
     s.bind(("0.0.0.0", port))
-    s.settimeout(0.2)
+    s.setblocking(False)
     print("udp-sink ready", flush=True)
-    end, n = time.time() + seconds, 0
-    while time.time() < end:
-        try:
-            n += len(s.recv(65535))
-        except socket.timeout:
-            pass
+    n, sender_done, last = 0, False, time.time()
+    cap = time.time() + SINK_CAP_SECONDS
+    while time.time() < cap:
+        if sender_done and time.time() - last >= linger:
+            break
+        rd, _, _ = select.select([s] + ([] if sender_done else [sys.stdin]), [], [], 0.2)
+        if sys.stdin in rd and not sys.stdin.readline():
+            sender_done, last = True, time.time()
+        if s in rd:
+            try:
+                while True:
+                    n += len(s.recv(65535))
+                    last = time.time()
+            except BlockingIOError:
+                pass
     print("udp-sink received %d bytes" % n)
 
 
@@ -109,12 +126,17 @@ def _udp_send(dst, port, count, size, gso_size):
 def udp_gso(a):
     sink = subprocess.Popen(["ip", "netns", "exec", a.dst_ns, sys.executable, __file__,
                              "_udp-sink", "--port", str(a.port), "--seconds", str(a.seconds)],
-                            stdout=subprocess.PIPE, universal_newlines=True)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            universal_newlines=True)
     # send only once the socket is bound (a Python start under TCG can take
     # longer than any fixed sleep)
     sink.stdout.readline()
-    print(ns(a.src_ns, "%s %s _udp-send --dst %s --port %d --count %d --size %d --gso-size %d" % (
-        sys.executable, __file__, a.dst, a.port, a.count, a.size, a.gso_size)), end="")
+    try:
+        print(ns(a.src_ns, "%s %s _udp-send --dst %s --port %d --count %d --size %d "
+                 "--gso-size %d" % (sys.executable, __file__, a.dst, a.port, a.count, a.size,
+                                    a.gso_size)), end="")
+    finally:
+        sink.stdin.close()          # the sender is done: the sink lingers, then reports
     print(sink.stdout.read(), end="")
     sink.wait()
 
@@ -124,7 +146,8 @@ def _tcp_server(port, seconds):
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("0.0.0.0", port))
     s.listen(1)
-    s.settimeout(seconds + 5)
+    print("tcp-server ready", flush=True)
+    s.settimeout(seconds + 60)
     n = 0
     try:
         c, _ = s.accept()
@@ -155,10 +178,12 @@ def _tcp_client(dst, port, seconds):
 
 def tcp_bulk(a):
     srv = subprocess.Popen(["ip", "netns", "exec", a.dst_ns, sys.executable, __file__,
-                            "_tcp-server", "--port", str(a.port), "--seconds", str(a.seconds)])
-    time.sleep(0.5)
+                            "_tcp-server", "--port", str(a.port), "--seconds", str(a.seconds)],
+                           stdout=subprocess.PIPE, universal_newlines=True)
+    srv.stdout.readline()           # listening: a fixed sleep lost the race on a slow host
     print(ns(a.src_ns, "%s %s _tcp-client --dst %s --port %d --seconds %s" % (
         sys.executable, __file__, a.dst, a.port, a.seconds), check=False), end="")
+    print(srv.stdout.read(), end="")
     srv.wait()
 
 
