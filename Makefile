@@ -14,7 +14,7 @@ HOST_PACKAGES = qemu-system-x86 qemu-utils debootstrap e2fsprogs cpio zstd xz-ut
 	python3-pip python3-setuptools python3-wheel python3-venv
 VENV_TOOLS = .venv-tools
 
-.PHONY: deps image test test-unit test-lab test-lab-selftest test-lab-kernels test-matrix check-py36 demo bench clean
+.PHONY: deps image test test-unit test-lab test-lab-selftest test-lab-kernels test-lab-panic test-matrix check-py36 demo bench clean
 
 deps:
 	@if ! dpkg -s $(HOST_PACKAGES) >/dev/null 2>&1; then \
@@ -37,7 +37,17 @@ check-py36: deps
 		skbtrace bpf/__init__.py skb_frag_list_watcher.py skb_vxlan_source_detector.py setup.py
 
 test-lab: image
-	$(PY) -m pytest tests/lab -v --durations=0 -p no:cacheprovider
+	$(PY) -m pytest tests/lab -m "not panic" -v -rs --durations=0 -p no:cacheprovider
+
+# Real panics (a guest each), read from the dead guest's serial console: the
+# flight recorder's proof. LAB_PANIC_KERNELS: where CI runs them.
+LAB_PANIC_KERNELS ?= 6.1 5.10
+test-lab-panic: deps
+	@set -e; for k in $(LAB_PANIC_KERNELS); do \
+		echo "=== lab panic tests on LAB_KERNEL=$$k ==="; \
+		$(PY) tests/lab/image.py --kernel $$k >/dev/null; \
+		LAB_KERNEL=$$k $(PY) -m pytest tests/lab -m panic -v -rs --durations=0 -p no:cacheprovider; \
+	done
 
 # only the lab's own self-tests (boot, BCC, traffic, injector)
 test-lab-selftest: image
@@ -52,7 +62,7 @@ test-lab-kernels: deps
 	@set -e; for k in $(LAB_EXTRA_KERNELS); do \
 		echo "=== lab matrix tests on LAB_KERNEL=$$k ==="; \
 		$(PY) tests/lab/image.py --kernel $$k >/dev/null; \
-		LAB_KERNEL=$$k $(PY) -m pytest tests/lab -m matrix -v --durations=0 -p no:cacheprovider; \
+		LAB_KERNEL=$$k $(PY) -m pytest tests/lab -m "matrix and not panic" -v -rs --durations=0 -p no:cacheprovider; \
 	done
 
 # every kernel in LAB_KERNELS, one after the other; stops at the first failure
@@ -60,10 +70,10 @@ test-matrix: deps
 	@set -e; for k in $(LAB_KERNELS); do \
 		echo "=== LAB_KERNEL=$$k ==="; \
 		LAB_KERNEL=$$k $(PY) tests/lab/image.py --kernel $$k >/dev/null; \
-		LAB_KERNEL=$$k $(PY) -m pytest tests/lab -v --durations=0 -p no:cacheprovider; \
+		LAB_KERNEL=$$k $(PY) -m pytest tests/lab -v -rs --durations=0 -p no:cacheprovider; \
 	done
 
-test: deps test-unit check-py36 test-lab test-lab-kernels
+test: deps test-unit check-py36 test-lab test-lab-kernels test-lab-panic
 
 demo: image
 	$(PY) tests/lab/demo.py

@@ -352,15 +352,44 @@ static __always_inline int filter_keep(struct scratch_t *s)
 #define CHECK_SEGMENT      2	/* skb_segment() */
 #define CHECK_SEGMENT_LIST 4	/* skb_segment_list() */
 
-/* Consistency rules on the state in scratch. CHECK_SEGMENT adds the reading
- * of skb_segment(): with no frag_list it dereferences NULL when the head and
- * the frags run out before the payload does, or when there is no payload.
- * CHECK_SEGMENT_LIST: skb_segment_list() returns a FRAGLIST skb without a
- * frag_list as a single segment, and the UDP caller's checksum pass
+/* The crash rule, one definition for both tools: what our reading of the
+ * segmentation code says will dereference the missing frag_list, for the
+ * skb in scratch entering the function(s) named by `checks`.
+ * CHECK_SEGMENT, skb_segment(): with no frag_list it reads list_skb (NULL)
+ * once the head and the frags run out before the payload does (the seeds'
+ * skb_segment+558, and skb_headlen(list_skb) at 0x70 on 6.1), when there is
+ * no payload at all, or for GSO_BY_FRAGS (list_skb->len).
+ * CHECK_SEGMENT_LIST, skb_segment_list(): a FRAGLIST skb without a frag_list
+ * comes back as a single segment, and the UDP caller's checksum pass
  * (__udpv4_gso_segment_list_csum) reads udp_hdr(seg->next): NULL. Kernels
  * with upstream a1e40ac5b5e9 (6.12, stable backports) send such skbs to
  * skb_segment() instead and never get here with it; bullseye's 5.10.262
  * panics (reproduced in the lab). */
+static __always_inline u32 crash_reasons(struct scratch_t *s, u32 checks)
+{
+	struct sk_buff *k = &s->skb;
+	struct skb_shared_info *sh = &s->sh;
+	u32 r = 0;
+
+	if (sh->gso_size == 0 || sh->frag_list)
+		return 0;
+	if ((checks & CHECK_SEGMENT_LIST) && (sh->gso_type & KGSO_FRAGLIST))
+		r |= RSN_SEGLIST_NO_LIST;
+	if (checks & CHECK_SEGMENT) {
+		u32 headlen = k->len - k->data_len;
+
+		if (sh->gso_size == GSO_BY_FRAGS)
+			r |= RSN_SEG_BY_FRAGS_NO_LIST;
+		else if (headlen == 0 && sh->nr_frags == 0)
+			r |= RSN_SEG_NO_PAYLOAD;
+		else if (k->data_len > frags_bytes(sh))
+			r |= RSN_SEG_UNCOVERED;
+	}
+	return r;
+}
+
+/* Consistency rules on the state in scratch: the warnings, then the crash
+ * rule for the function the skb is entering (checks). */
 static __always_inline u32 eval_rules(struct scratch_t *s, u32 checks, int in_tnl_seg)
 {
 	struct sk_buff *k = &s->skb;
@@ -386,19 +415,7 @@ static __always_inline u32 eval_rules(struct scratch_t *s, u32 checks, int in_tn
 		if (s->ev.family && s->ev.l4proto != IPPROTO_UDP)
 			r |= RSN_TUNNEL_OUTER_NOT_UDP;
 	}
-	if ((checks & CHECK_SEGMENT_LIST) && (gt & KGSO_FRAGLIST) && !sh->frag_list)
-		r |= RSN_SEGLIST_NO_LIST;
-	if ((checks & CHECK_SEGMENT) && !sh->frag_list) {
-		u32 headlen = k->len - k->data_len;
-
-		if (gs == GSO_BY_FRAGS)
-			r |= RSN_SEG_BY_FRAGS_NO_LIST;
-		else if (headlen == 0 && sh->nr_frags == 0)
-			r |= RSN_SEG_NO_PAYLOAD;
-		else if (k->data_len > frags_bytes(sh))
-			r |= RSN_SEG_UNCOVERED;
-	}
-	return r;
+	return r | crash_reasons(s, checks);
 }
 
 static __always_inline u8 severity_of(u32 reasons)
@@ -552,6 +569,126 @@ static __always_inline void submit(void *ctx, struct skb_event *ev)
 {
 	if (events.perf_submit(ctx, ev, RECORD_SIZE) < 0)
 		count(CNT_SUBMIT_FAIL);
+}
+
+/*
+ * Flight recorder (--flight-recorder). The perf buffer dies with the kernel:
+ * the event that explains a panic is emitted in the softirq that then
+ * crashes, before user space can read it. So the finding is also written into
+ * the kernel's trace buffer by the BPF program itself, which
+ * kernel.ftrace_dump_on_oops prints on the console from the oops' die
+ * notifier, before kdump or the panic. bpf_trace_printk takes three
+ * arguments on 4.18 and one %s: a record is FR_LINES lines tied by a
+ * sequence number (tool << 31 | CPU << 24 | per-CPU count). Names come from fr_names,
+ * which the loader fills (hook, event and severity names).
+ */
+#ifndef FLIGHT_RECORDER
+#define FLIGHT_RECORDER FR_OFF
+#endif
+
+#if FLIGHT_RECORDER
+struct fr_name_t {
+	char s[FR_NAME_LEN];
+};
+
+struct fr_state_t {
+	u64 win_start;
+	u32 seq;
+	u16 n_crash;
+	u16 n_other;
+};
+
+BPF_ARRAY(fr_names, struct fr_name_t, FR_NAMES);
+BPF_PERCPU_ARRAY(fr_state, struct fr_state_t, 1);
+
+/* the helper itself, not bcc's rewrite of bpf_trace_printk("..."): the format
+ * strings are built from FR_PREFIX and the tool's own words */
+static int (*fr_printk)(const char *fmt, u32 fmt_size, ...) = (void *)BPF_FUNC_trace_printk;
+
+#define FR_LINE(fmt, ...) ({ \
+	char f_[] = FR_PREFIX " %x " fmt; \
+	if (fr_printk(f_, sizeof(f_), seq, ##__VA_ARGS__) < 0) \
+		failed = 1; \
+	})
+
+static __always_inline u64 fr_name(u32 idx)
+{
+	struct fr_name_t *n = fr_names.lookup(&idx);
+
+	return n ? (u64)n->s : 0;
+}
+
+/* Rate limit: FR_RATE_PER_SEC records per CPU per second for each class, so
+ * that --flight-recorder=all cannot crowd out a crash record. */
+static __always_inline int fr_admit(u64 now, int crash)	/* -1: suppressed */
+{
+	u32 zero = 0;
+	struct fr_state_t *st = fr_state.lookup(&zero);
+
+	if (!st)
+		return -1;
+	if (now - st->win_start >= 1000000000ULL) {
+		st->win_start = now;
+		st->n_crash = 0;
+		st->n_other = 0;
+	}
+	if (crash) {
+		if (st->n_crash >= FR_RATE_PER_SEC)
+			return -1;
+		st->n_crash++;
+	} else {
+		if (st->n_other >= FR_RATE_PER_SEC)
+			return -1;
+		st->n_other++;
+	}
+	st->seq++;
+	return (int)(st->seq & 0xffffff);
+}
+
+/* One record of the finding in ev; hist_hook is hook id + 1 of the history
+ * entry (the watcher's last mutator, the detector's tunnel-bit origin). */
+static __always_inline void fr_write(struct skb_event *ev, int crash, u16 hist_hook,
+				     u64 hist_ts)
+{
+	int n = fr_admit(ev->ts_ns, crash);	/* per-CPU count: 24 bits */
+	int after = !(ev->flags & F_AFTER_UNREADABLE);
+	int failed = 0;
+	u32 seq;
+
+	if (n < 0) {
+		count(CNT_FR_SUPPRESSED);
+		return;
+	}
+	seq = ((u32)FR_TOOL_ID << 31) | ((ev->cpu & 0x7f) << 24) | (u32)n;
+	FR_LINE("1/7 " FR_TOOL " %s reasons=0x%x",
+		fr_name(FR_SEV_BASE + (ev->severity > SEV_CRITICAL ? 0 : ev->severity)),
+		ev->reasons);
+	FR_LINE("2/7 hook=%s skb=0x%llx", fr_name(ev->hook_id), ev->skb);
+	FR_LINE("3/7 event=%s len=%u", fr_name(FR_EVENT_BASE + (ev->event & 15)), ev->len);
+	FR_LINE("4/7 data_len=%u nr_frags=%u",
+		after ? ev->data_len_after : ev->data_len_before,
+		after ? ev->nr_frags_after : ev->nr_frags_before);
+	FR_LINE("5/7 frag_list=0x%llx gso_size=%u",
+		after ? ev->frag_list_after : ev->frag_list_before,
+		after ? ev->gso_size_after : ev->gso_size_before);
+	FR_LINE("6/7 gso_type=0x%x flags=0x%x",
+		after ? ev->gso_type_after : ev->gso_type_before, ev->flags);
+	FR_LINE("7/7 " FR_HIST "=%s age_us=%llu",
+		fr_name(hist_hook ? hist_hook - 1 : FR_SEV_BASE + 3),
+		hist_hook && hist_ts ? (ev->ts_ns - hist_ts) / 1000 : 0);
+	count(failed ? CNT_FR_FAILED : CNT_FR_WRITTEN);
+}
+#endif
+
+/* Whether ev's finding goes to the flight recorder, and into which class. */
+static __always_inline void flight_record(struct skb_event *ev, int tunnel_setter)
+{
+#if FLIGHT_RECORDER
+	if (ev->reasons & RSN_CRASH_MASK)
+		fr_write(ev, 1, ev->last_hook, ev->last_ts_ns);
+	else if (FLIGHT_RECORDER == FR_ALL && (ev->severity || tunnel_setter))
+		fr_write(ev, 0, ev->last_hook, ev->last_ts_ns);
+#endif
 }
 
 /*

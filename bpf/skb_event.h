@@ -60,7 +60,10 @@
 #define CNT_UNPAIRED     2 /* return without a matching entry record */
 #define CNT_ENTRY_FULL   3 /* entry record could not be stored (map full) */
 #define CNT_STAGE_FAIL   4 /* tail call into a stage program failed */
-#define NR_COUNTERS      5
+#define CNT_FR_WRITTEN   5 /* flight recorder: records written to the trace buffer */
+#define CNT_FR_SUPPRESSED 6 /* flight recorder: records dropped by the rate limit */
+#define CNT_FR_FAILED    7 /* flight recorder: bpf_trace_printk refused a line */
+#define NR_COUNTERS      8
 
 #define MAX_HOOKS        64
 
@@ -70,6 +73,24 @@
  * (-EEXIST, the event has no stack) and a reader then takes the next event's
  * stack for this one's. */
 #define STACK_FRAMES     48
+
+/* --flight-recorder: findings written into the kernel's trace buffer by the
+ * BPF program itself (bpf_trace_printk), so that kernel.ftrace_dump_on_oops
+ * prints them on the console when the kernel dies before user space reads
+ * the perf buffer. A record is FR_LINES lines "FR_PREFIX <seq> <n>/<FR_LINES>
+ * key=value ...": at most 3 arguments per bpf_trace_printk on 4.18, one %s.
+ * skbtrace/flightrec.py reads them back; change FR_PREFIX when the layout
+ * changes. */
+#define FR_PREFIX        "SKBFR1"
+#define FR_LINES         7
+#define FR_OFF           0
+#define FR_CRASH         1 /* records when the crash rule holds (default) */
+#define FR_ALL           2 /* also every WARNING finding and tunnel-bit setter */
+#define FR_RATE_PER_SEC  8 /* records per CPU per second, for each of the two classes */
+#define FR_NAME_LEN      32
+#define FR_EVENT_BASE    MAX_HOOKS        /* fr_names: hooks, then events, then severities */
+#define FR_SEV_BASE      (MAX_HOOKS + 16)
+#define FR_NAMES         (MAX_HOOKS + 20)
 
 struct skb_event {
 	u64 ts_ns;             /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */

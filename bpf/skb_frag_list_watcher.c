@@ -13,6 +13,9 @@
  *   BRACKET  entry+return of skb_udp_tunnel_segment, to suppress tunnel rules
  *            while the kernel itself rewrites the tunnel metadata
  */
+#define FR_TOOL "skb_frag_list_watcher"   /* flight recorder: the tool, and its history key */
+#define FR_HIST "last"
+#define FR_TOOL_ID 0
 #include "skb_common.h"
 
 #define HF_ENTRY_CHECK 1
@@ -60,6 +63,7 @@ static __always_inline void emit(void *ctx, struct scratch_t *s, u8 event, u32 r
 		if (l->head != ev->head)
 			ev->flags |= F_LAST_STALE;
 	}
+	flight_record(ev, 0);
 	submit(ctx, ev);
 }
 
@@ -239,6 +243,8 @@ static __always_inline int on_consume_enter(struct pt_regs *ctx, u32 hook_id,
 		if (l->head != s->ev.head)
 			s->ev.flags |= F_LAST_STALE;
 	}
+	/* recorded at entry: the skb may be gone, or the kernel, at return */
+	flight_record(&s->ev, 0);
 	s->ev.stack_len = take_stack(ctx, s->stack);
 	ek.tid = tk.tid;
 	ek.cpu = tk.cpu;

@@ -18,9 +18,13 @@
  * that set a tunnel bit (or found it set, F_ORIGIN_ON_ENTRY). An skb seen
  * without tunnel bits drops its entry, so a recycled address starts clean.
  */
+#define FR_TOOL "skb_vxlan_source_detector"   /* flight recorder: the tool, and its history key */
+#define FR_HIST "origin"
+#define FR_TOOL_ID 1
 #include "skb_common.h"
 
 #define OPEN_TNL 0x100   /* hflags: skb_udp_tunnel_segment opens the bracket */
+#define CHECKS_SHIFT 8   /* hflags: crash-rule checks (CHECK_SEGMENT ...) << 8 */
 
 #ifndef GSO_CHANGES_ONLY
 #define GSO_CHANGES_ONLY 0
@@ -72,8 +76,10 @@ static __always_inline struct scratch_t *load(struct sk_buff *skb, u32 hook_id)
 /* nested: an outer traced call of this task is still running; it may be the
  * setter (udp_gro_complete sets the bit, then calls the inner
  * inet_gro_complete), so a nested "already set" is not recorded as origin. */
+/* checks: the shared crash rule for the function being entered (skb_segment:
+ * the state that crashes it, reported with the tunnel bit's origin). */
 static __always_inline void report(void *ctx, struct scratch_t *s, u8 event, int vnet, u64 since,
-				   int nested)
+				   int nested, u32 checks)
 {
 	struct skb_event *ev = &s->ev;
 	u32 tb = ev->gso_type_before & KGSO_TUNNEL_BITS;
@@ -82,6 +88,7 @@ static __always_inline void report(void *ctx, struct scratch_t *s, u8 event, int
 	struct last_t *o = last_change.lookup(&key);
 	struct last_t n = {};
 	int new_origin = 0;
+	u32 crash = checks ? crash_reasons(s, checks) : 0;
 	u32 r;
 
 	if (ta && tb && !o && nested) {
@@ -99,9 +106,10 @@ static __always_inline void report(void *ctx, struct scratch_t *s, u8 event, int
 		last_change.delete(&key);
 		o = 0;
 	}
-	if (!ev->gso_type_before && !ev->gso_type_after && !vnet)
+	if (!ev->gso_type_before && !ev->gso_type_after && !vnet && !crash)
 		return;
-	if (GSO_CHANGES_ONLY && ev->gso_type_before == ev->gso_type_after && !new_origin)
+	if (GSO_CHANGES_ONLY && ev->gso_type_before == ev->gso_type_after && !new_origin &&
+	    !crash)
 		return;
 	/* Setter hooks see the header offsets mid-construction: GRO completion
 	 * runs with network_header on the innermost IP header,
@@ -114,6 +122,7 @@ static __always_inline void report(void *ctx, struct scratch_t *s, u8 event, int
 		r &= RSN_TUNNEL_NO_ENCAP;
 	else
 		r &= RSN_TUNNEL_MASK;
+	r |= crash;
 	if (in_tunnel_segment())
 		ev->flags |= F_IN_TNL_SEG;
 	ev->event = event;
@@ -126,6 +135,7 @@ static __always_inline void report(void *ctx, struct scratch_t *s, u8 event, int
 		if (o->head != ev->head)
 			ev->flags |= F_LAST_STALE;
 	}
+	flight_record(ev, new_origin);
 	submit(ctx, ev);
 }
 
@@ -163,13 +173,13 @@ static __always_inline int on_change_return(struct pt_regs *ctx, u32 hook_id, u8
 
 		task_key(&tk);
 		dp = depths.lookup(&tk);
-		report(ctx, s, event, 0, s->entry.ts_ns, dp && *dp);
+		report(ctx, s, event, 0, s->entry.ts_ns, dp && *dp, 0);
 	}
 	return 0;
 }
 
 static __always_inline int on_observe(struct pt_regs *ctx, u32 hook_id,
-				      struct sk_buff *skb, u64 aux, u8 event)
+				      struct sk_buff *skb, u64 aux, u8 event, u32 checks)
 {
 	struct scratch_t *s;
 
@@ -180,7 +190,7 @@ static __always_inline int on_observe(struct pt_regs *ctx, u32 hook_id,
 	before_is_after(&s->ev);
 	s->ev.aux = aux;
 	s->ev.stack_len = take_stack(ctx, s->stack);
-	report(ctx, s, event, 0, s->ev.ts_ns, 0);
+	report(ctx, s, event, 0, s->ev.ts_ns, 0, checks);
 	return 0;
 }
 
@@ -248,7 +258,7 @@ static __always_inline int on_virtio_skb(struct pt_regs *ctx, u32 hook_id,
 	s->ev.nr_frags_before = s->ev.nr_frags_after;
 	s->ev.data_len_before = s->ev.data_len_after;
 	s->ev.stack_len = take_stack(ctx, s->stack);
-	report(ctx, s, event, h.gso_type != 0, s->ev.ts_ns, 0);
+	report(ctx, s, event, h.gso_type != 0, s->ev.ts_ns, 0, 0);
 	return 0;
 }
 
@@ -268,7 +278,8 @@ int stage_change_return(struct pt_regs *ctx)
 int stage_observe(struct pt_regs *ctx)
 {
 	STAGE_ARGS(c);
-	on_observe(ctx, c.hook_id, (struct sk_buff *)c.skb, c.aux, c.hflags & 0xff);
+	on_observe(ctx, c.hook_id, (struct sk_buff *)c.skb, c.aux, c.hflags & 0xff,
+		   (c.hflags >> CHECKS_SHIFT) & (CHECK_SEGMENT | CHECK_SEGMENT_LIST));
 	if (c.hflags & OPEN_TNL)
 		tnl_bracket(1);
 	return 0;
@@ -289,6 +300,10 @@ int leave_##fn(struct pt_regs *ctx) { return stage(ctx, id, 0, 0, 0, EVENT, STAG
 
 #define HOOK_OBSERVE(fn, id, SKB, AUX, AUX2, EVENT) \
 int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), 0, EVENT, STAGE_OBSERVE); }
+
+/* skb_segment: the shared crash rule runs on the entry state */
+#define HOOK_OBSERVE_SEG(fn, id, SKB, AUX, AUX2, EVENT) \
+int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), 0, (EVENT) | (CHECK_SEGMENT << CHECKS_SHIFT), STAGE_OBSERVE); }
 
 /* the stage opens the bracket after observing the entry state (OPEN_TNL) */
 #define HOOK_OBSERVE_TNL(fn, id, SKB, AUX, AUX2, EVENT) \

@@ -50,6 +50,13 @@ def make_parser(prog, description, examples):
     o.add_argument("--buffer-pages", type=positive_power_of_two, default=DEFAULT_BUFFER_PAGES,
                    metavar="N", help="perf buffer pages per CPU, a power of two (default %d)"
                    % DEFAULT_BUFFER_PAGES)
+    c = p.add_argument_group("crash reproduction")
+    c.add_argument("--flight-recorder", nargs="?", const="crash", choices=("crash", "all"),
+                   metavar="all",
+                   help="also write crash findings (=all: every WARNING and tunnel-bit setter "
+                        "too) into the kernel trace buffer from BPF, and turn "
+                        "kernel.ftrace_dump_on_oops on (restored at exit), so an oops prints "
+                        "them on the console (docs/crash-reproduction.md)")
     p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
     return p
 

@@ -32,6 +32,9 @@ def _eval_define(expr, known):
     expr = expr.strip()
     if not expr:
         return None
+    m = re.match(r'^"([^"\\]*)"$', expr)
+    if m:
+        return m.group(1)           # a string constant (FR_PREFIX)
     names = re.findall(r"\b[A-Za-z_]\w*", re.sub(r"\b0[xX][0-9a-fA-F]+\b", "0", expr))
     if any(n not in known for n in names):
         return None
@@ -81,7 +84,7 @@ class SkbEvent(ctypes.Structure):
 
 def _names(prefix):
     return dict((v, k[len(prefix):]) for k, v in CONSTANTS.items()
-                if k.startswith(prefix) and not k.endswith("_MASK"))
+                if k.startswith(prefix) and not k.endswith("_MASK") and isinstance(v, int))
 
 
 EVENT_NAMES = _names("EV_")          # 1 -> "CREATE"

@@ -15,7 +15,7 @@ MUTATE, COPY, CONSUME, SEGMENT, BRACKET = "MUTATE", "COPY", "CONSUME", "SEGMENT"
 # detector kinds (bpf/skb_vxlan_source_detector.c); there the flags slot
 # carries the EV_* number the hook reports.
 GSO_CHANGE, VIRTIO_BRACKET, VIRTIO_SKB = "GSO_CHANGE", "VIRTIO_BRACKET", "VIRTIO_SKB"
-OBSERVE, OBSERVE_TNL = "OBSERVE", "OBSERVE_TNL"
+OBSERVE, OBSERVE_TNL, OBSERVE_SEG = "OBSERVE", "OBSERVE_TNL", "OBSERVE_SEG"
 
 # flags, as in bpf/*.c
 HF_ENTRY_CHECK = 1
@@ -70,7 +70,7 @@ class Hook(object):
         return r"^(%s)%s$" % ("|".join(re.escape(n) for n in self.names), _SUFFIX)
 
     def has_return(self):
-        return self.kind not in (SEGMENT, VIRTIO_SKB, OBSERVE)
+        return self.kind not in (SEGMENT, VIRTIO_SKB, OBSERVE, OBSERVE_SEG)
 
     def __repr__(self):
         return "Hook(%s)" % self.name
@@ -176,6 +176,7 @@ def detector_hooks():
              why="UDP tunnel GSO: the bit is used here"),
         Hook("__skb_gso_segment", OBSERVE, "GSO_SET", flags=ev.EV_GSO_SET,
              why="software GSO entry"),
-        Hook("skb_segment", OBSERVE, "GSO_SET", flags=ev.EV_GSO_SET,
-             why="the crash site (pattern C: the bit was already set)"),
+        Hook("skb_segment", OBSERVE_SEG, "GSO_SET", flags=ev.EV_GSO_SET,
+             why="the crash site (pattern C: the bit was already set); the shared crash "
+                 "rule runs here"),
     ])

@@ -305,9 +305,18 @@ class Program(object):
 
     def counters(self):
         out = {}
-        for name in ("FILTERED", "SUBMIT_FAIL", "UNPAIRED", "ENTRY_FULL", "STAGE_FAIL"):
+        for name in ("FILTERED", "SUBMIT_FAIL", "UNPAIRED", "ENTRY_FULL", "STAGE_FAIL",
+                     "FR_WRITTEN", "FR_SUPPRESSED", "FR_FAILED"):
             out[name] = self.percpu("counters", getattr(event, "CNT_" + name))
         return out
+
+    def set_names(self, names):
+        """Fill the flight recorder's name table (index -> name)."""
+        table = self.bpf["fr_names"]
+        for idx, name in names.items():
+            leaf = table.Leaf()
+            leaf.s = name.encode()[:event.FR_NAME_LEN - 1]
+            table[ctypes.c_int(idx)] = leaf
 
     def hook_hits(self):
         return dict((h.hook_id, sum(self.percpu("hook_hits", h.hook_id))) for h in self.attached)

@@ -2,7 +2,7 @@
 poll, statistics on SIGINT/SIGTERM."""
 import signal
 
-from skbtrace import btf, event, gso as gso_mod, hooks as hooks_mod, loader
+from skbtrace import btf, event, flightrec, gso as gso_mod, hooks as hooks_mod, loader
 from skbtrace.clock import Clock
 from skbtrace.decoder import Decoder
 from skbtrace.errors import EnvError
@@ -53,6 +53,8 @@ class Tool(object):
                  "#define LAST_CHANGE_ENTRIES %d" % LAST_CHANGE_ENTRIES,
                  "#define NR_STAGES %d" % max(1, len(self.stages))]
         lines += ["#define STAGE_%s %d" % (n.upper(), i) for i, n in enumerate(self.stages)]
+        lines.append("#define FLIGHT_RECORDER %d" % flightrec.MODES.get(
+            getattr(self.args, "flight_recorder", None), event.FR_OFF))
         lines += self.gso.c_defines()
         lines += self.filters.c_defines()
         return lines
@@ -83,7 +85,6 @@ class _Stop(object):
 def run(tool, formatter_cls=Formatter, stats=None):
     args = tool.args
     sink = Sink(args.output)
-    stop = _Stop()
     clock = Clock()
     tool.load_btf()
     if args.ebpf:
@@ -94,6 +95,10 @@ def run(tool, formatter_cls=Formatter, stats=None):
             pass
         return 0
     bcc = loader.preflight()
+    recorder = None
+    if args.flight_recorder:
+        recorder = flightrec.Recorder(args.flight_recorder, loader.tracefs_dir())
+        recorder.check()
     loader.resolve_hooks(bcc.BPF, tool.hooks)
     present = [h for h in tool.hooks if h.symbol]
     for h in tool.hooks:
@@ -106,8 +111,30 @@ def run(tool, formatter_cls=Formatter, stats=None):
         info("note: %s" % n)
     program = loader.Program(bcc, tool.program_text(present), present, tool.stages)
     info("compiling %d hooks (filters: %s)..." % (len(present), tool.filters.describe()))
-    program.compile()
+    try:
+        program.compile()
+    except EnvError as e:
+        if recorder and "printk" in str(e):
+            raise EnvError("--flight-recorder: this kernel refuses bpf_trace_printk in kprobe "
+                           "programs (%s)" % e)
+        raise
+    if recorder:
+        program.set_names(flightrec.names_table(tool.hooks))
     program.attach()
+    try:
+        if recorder:
+            for line in recorder.arm():
+                info(line)
+        return _trace(tool, program, formatter_cls, stats, sink, clock, recorder)
+    finally:
+        if recorder:
+            for line in recorder.restore():
+                info("flight recorder: " + line)
+
+
+def _trace(tool, program, formatter_cls, stats, sink, clock, recorder):
+    args = tool.args
+    stop = _Stop()
     decoder = Decoder(tool.hooks)
     formatter = formatter_cls(clock, tool.gso, verbose=args.verbose, json_mode=args.json,
                               tool=tool.name, stacks=args.stack_trace)
@@ -115,6 +142,7 @@ def run(tool, formatter_cls=Formatter, stats=None):
         from skbtrace.stats import Stats
         stats = Stats(tool.hooks, tool.event_names)
     stats.stacks = bool(args.stack_trace)
+    stats.flight_recorder = args.flight_recorder
 
     def on_event(data):
         # An exception cannot cross bcc's ctypes callback (it would be printed
@@ -152,6 +180,8 @@ def run(tool, formatter_cls=Formatter, stats=None):
         return 0
     if sink.gone:
         return 0
+    if recorder:
+        stats.flight_restored = recorder.restore()
     kernel = program.counters()
     hits = program.hook_hits()
     tool.extra_stats(stats)

@@ -28,6 +28,8 @@ class Stats(object):
         self.decode_errors = 0
         self.stacks = False                 # --stack-trace: count events that have none
         self.no_stack = OrderedDict()       # why -> events (errno name of bpf_get_stack)
+        self.flight_recorder = None         # --flight-recorder mode
+        self.flight_restored = []           # what was put back at exit
         self.extra = OrderedDict()          # tool-specific "label: value" lines
         self.extra_lines = []               # tool-specific sections (the detector's verdict)
         self.extra_dict = {}
@@ -67,6 +69,13 @@ class Stats(object):
         if unpaired or full or stage_fail:
             out.append("%-20s%d unpaired returns, %d entry records not stored (map full), "
                        "%d failed stage calls" % ("Bookkeeping:", unpaired, full, stage_fail))
+        if self.flight_recorder:
+            fr = self.flight_dict(kernel)
+            out.append("%-20s%s: %d records written to the trace buffer, %d suppressed by the "
+                       "rate limit (%d/s per CPU and class), %d refused by bpf_trace_printk%s" % (
+                           "Flight recorder:", fr["mode"], fr["written"], fr["suppressed"],
+                           event.FR_RATE_PER_SEC, fr["failed"],
+                           "; " + "; ".join(fr["restored"]) if fr["restored"] else ""))
         if self.stacks:
             out.append("%-20s%d events without a stack%s" % (
                 "Stacks:", sum(self.no_stack.values()), "".join(
@@ -90,6 +99,14 @@ class Stats(object):
         out.extend(self.extra_lines)
         return out
 
+    def flight_dict(self, kernel):
+        return {"mode": self.flight_recorder,
+                "written": sum(kernel.get("FR_WRITTEN", [])),
+                "suppressed": sum(kernel.get("FR_SUPPRESSED", [])),
+                "suppressed_per_cpu": list(kernel.get("FR_SUPPRESSED", [])),
+                "failed": sum(kernel.get("FR_FAILED", [])),
+                "restored": list(self.flight_restored)}
+
     def to_dict(self, kernel, lost_cb_total, hook_hits):
         d = {
             "type": "statistics",
@@ -104,6 +121,7 @@ class Stats(object):
             "entry_map_full": sum(kernel.get("ENTRY_FULL", [])),
             "stage_call_failures": sum(kernel.get("STAGE_FAIL", [])),
             "events_without_stack": dict(self.no_stack) if self.stacks else None,
+            "flight_recorder": self.flight_dict(kernel) if self.flight_recorder else None,
             "extra": dict(self.extra),
             "hooks": [{"name": h.name, "symbol": h.symbol,
                        "hits": hook_hits.get(h.hook_id, 0) if h.symbol else None,

@@ -8,6 +8,8 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+# the package itself, for reading what the tools left (flight records)
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 from lab import Lab  # noqa: E402
 
@@ -15,6 +17,8 @@ from lab import Lab  # noqa: E402
 def pytest_configure(config):
     config.addinivalue_line("markers", "lab: runs in a QEMU guest with a real kernel")
     config.addinivalue_line("markers", "matrix: also runs on the extra lab kernels in CI")
+    config.addinivalue_line("markers", "panic: boots a guest of its own and panics it "
+                                       "(make test-lab-panic)")
 
 
 def pytest_collection_modifyitems(items):

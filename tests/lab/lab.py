@@ -14,6 +14,7 @@ Everything (qemu, netns, socket dir) is removed on exit, also on errors.
 import ctypes
 import json
 import os
+import re
 import shutil
 import signal
 import threading
@@ -30,6 +31,10 @@ sys.path.insert(0, HERE)
 import image  # noqa: E402
 
 NETNS_PREFIX = "skbtrace-lab-"
+# serial consoles of guests that died (and of any guest with keep_console);
+# LAB_CONSOLE_DIR overrides
+CONSOLE_DIR = os.environ.get("LAB_CONSOLE_DIR", "/var/tmp/skbtrace-lab/consoles")
+PANIC_RE = re.compile(r"Kernel panic - not syncing|---\[ end Kernel panic")
 TAP = "labtap0"
 HOST_ADDR = "198.18.100.1/24"
 GUEST_ADDR = "198.18.100.2/24"
@@ -55,7 +60,7 @@ class Result(object):
 
 class Lab(object):
     def __init__(self, kernel=None, mem=2048, smp=2, boot_timeout=300, log=None, boot=None,
-                 stream=None):
+                 stream=None, name=None, vmcore_dir=None):
         self.kernel = kernel or os.environ.get("LAB_KERNEL", "6.1")
         self.mem, self.smp, self.boot_timeout = mem, smp, boot_timeout
         self.boot = boot or os.environ.get("LAB_BOOT", "fast")
@@ -74,6 +79,17 @@ class Lab(object):
         self.buf = b""
         self.seq = 0
         self.timings = {}
+        # a name for the kept console (test name); the console of a guest
+        # that died is always kept, others only when keep_console is set
+        self.name = name or "lab"
+        self.keep_console = False
+        self.kept_console = None        # path of the kept copy
+        self.died = False
+        # LAB_VMCORE=DIR: a guest that panics stays halted (panic=0) and its
+        # memory is written to DIR as an ELF vmcore through QMP before QEMU
+        # is stopped (for `crash` with the kernel's -dbg vmlinux)
+        self.vmcore_dir = vmcore_dir or os.environ.get("LAB_VMCORE") or None
+        self.vmcore = None
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -105,13 +121,16 @@ class Lab(object):
         sweep_stale()
         self.tmp = tempfile.mkdtemp(prefix="skbtrace-lab-")
         sock_path = os.path.join(self.tmp, "agent.sock")
+        self.qmp_path = os.path.join(self.tmp, "qmp.sock")
         self.console = os.path.join(self.tmp, "console.log")
         subprocess.call(["ip", "netns", "del", self.netns], stderr=subprocess.DEVNULL)
         subprocess.check_call(["ip", "netns", "add", self.netns])
         self._netns_made = True
         subprocess.check_call(["ip", "netns", "exec", self.netns, "ip", "link", "set", "lo", "up"])
-        append = "console=ttyS0 panic=-1 quiet loglevel=4 net.ifnames=0 " + \
-            os.environ.get("LAB_APPEND", "")
+        # panic=-1: a panicked guest reboots at once and -no-reboot ends QEMU;
+        # with LAB_VMCORE it stays halted (panic=0) until its memory is saved
+        append = "console=ttyS0 panic=%d quiet loglevel=4 net.ifnames=0 %s" % (
+            0 if self.vmcore_dir else -1, os.environ.get("LAB_APPEND", ""))
         if self.boot == "fast":
             # decompressed vmlinux via the PVH entry point + busybox initramfs
             boot = ["-kernel", meta["fast"]["kernel"], "-initrd", meta["fast"]["initrd"],
@@ -130,7 +149,8 @@ class Lab(object):
                "-device", "virtserialport,chardev=agent,name=lab.agent",
                "-netdev", "tap,id=n0,ifname=%s,script=no,downscript=no,vnet_hdr=on" % TAP,
                "-device", "virtio-net-pci,netdev=n0,mac=%s" % GUEST_MAC,
-               "-serial", "file:%s" % self.console]
+               "-serial", "file:%s" % self.console,
+               "-qmp", "unix:%s,server=on,wait=off" % self.qmp_path]
         t1 = time.time()
         # QEMU gets its own session (no terminal signals) but dies with us,
         # even when we are SIGKILLed (PR_SET_PDEATHSIG survives `ip netns exec`)
@@ -177,9 +197,114 @@ class Lab(object):
             subprocess.call(["ip", "netns", "del", self.netns], stderr=subprocess.DEVNULL)
             self._netns_made = False
         if self.tmp:
-            self._console_text = self.console_tail(1 << 20)
+            self._console_text = self.console_tail(64 << 20)
+            if self.died or self.keep_console:
+                self.kept_console = self._keep(self._console_text)
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = None
+
+    def _keep(self, text):
+        """A guest that panicked is a result: its console is the evidence."""
+        try:
+            os.makedirs(CONSOLE_DIR, exist_ok=True)
+            path = os.path.join(CONSOLE_DIR, "%s-%s-%s.log" % (
+                time.strftime("%Y%m%dT%H%M%S"), self.kernel,
+                re.sub(r"[^A-Za-z0-9_.-]", "_", self.name)))
+            with open(path, "w") as f:
+                f.write(text)
+            self.log("console kept: %s" % path)
+            return path
+        except OSError as e:
+            self.log("console NOT kept: %s" % e)
+            return None
+
+    # --- guests that die ---------------------------------------------------------
+
+    def console_text(self):
+        """The whole serial console so far (or of the stopped guest)."""
+        return self.console_tail(64 << 20)
+
+    def run_until_death(self, cmd, timeout=600):
+        """Run cmd expecting it to panic the guest. Returns (died, Result or
+        None): died is True once the console shows the panic and QEMU has
+        exited (or, with LAB_VMCORE, the memory was saved). A command that
+        returns while the guest lives gives (False, Result)."""
+        self.seq += 1
+        short = cmd if len(cmd) < 200 else cmd[:200] + "..."
+        self.log("guest$ %s   (expecting a panic)" % short)
+        self._send({"id": self.seq, "cmd": cmd, "timeout": timeout, "stream": False, "env": {}})
+        deadline = time.time() + timeout + 60
+        self.sock.settimeout(0.5)
+        while time.time() < deadline:
+            if self._guest_dead():
+                return self.died, None
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except socket.timeout:
+                continue
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.wait_for_death(60)
+                return self.died, None
+            self.buf += chunk
+            while b"\n" in self.buf:
+                line, self.buf = self.buf.split(b"\n", 1)
+                msg = json.loads(line)
+                if msg.get("id") == self.seq and "rc" in msg:
+                    return False, Result(msg["rc"], msg["out"], msg["err"], 0)
+        raise LabError("neither a panic nor the command's end within %d s" % timeout)
+
+    def _guest_dead(self):
+        if self.qemu.poll() is not None:
+            self.died = bool(PANIC_RE.search(self.console_tail(1 << 20)))
+            return True
+        if self.vmcore_dir and PANIC_RE.search(self.console_tail(1 << 16)):
+            self._save_vmcore()
+            self.died = True
+            return True
+        return False
+
+    def wait_for_death(self, timeout=120):
+        """Wait until the guest is gone (QEMU exited after the panic)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self._guest_dead():
+                return True
+            time.sleep(0.2)
+        return False
+
+    def _save_vmcore(self):
+        """QMP dump-guest-memory (paging off: an ELF vmcore that `crash`
+        opens with the kernel's vmlinux), then stop QEMU."""
+        time.sleep(2)               # let the panic finish printing
+        os.makedirs(self.vmcore_dir, exist_ok=True)
+        path = os.path.join(self.vmcore_dir, "%s-%s-%s.vmcore" % (
+            time.strftime("%Y%m%dT%H%M%S"), self.kernel,
+            re.sub(r"[^A-Za-z0-9_.-]", "_", self.name)))
+        t0 = time.time()
+        q = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        q.settimeout(600)
+        q.connect(self.qmp_path)
+        f = q.makefile("rwb")
+        f.readline()                                            # greeting
+        for req in ({"execute": "qmp_capabilities"},
+                    {"execute": "dump-guest-memory",
+                     "arguments": {"paging": False, "protocol": "file:" + path}}):
+            f.write((json.dumps(req) + "\n").encode())
+            f.flush()
+            while True:
+                reply = json.loads(f.readline())
+                if "return" in reply or "error" in reply:
+                    break
+            if "error" in reply:
+                raise LabError("QMP %s: %s" % (req["execute"], reply["error"]))
+        q.close()
+        self.vmcore = path
+        self.log("vmcore saved: %s (%.0f MB, %.1f s)" % (
+            path, os.path.getsize(path) / 1e6, time.time() - t0))
+        os.killpg(self.qemu.pid, signal.SIGKILL)
+        self.qemu.wait()
 
     # --- protocol --------------------------------------------------------------
 
@@ -294,19 +419,26 @@ class Lab(object):
                          "--count %d%s" % (TAP, gso, gso_size, segs, count,
                                            " --ecn" if ecn else ""), check=check)
 
-    def start_tool(self, tool, name="tool", ready="Hit Ctrl-C to end", timeout=600):
+    def start_tool(self, tool, name="tool", ready="Hit Ctrl-C to end", timeout=600, wait=True):
         """Start a tracer in the background in the guest and wait until it is
         tracing; stop_tool() signals it and returns its Result. For scenarios
-        where the host acts while the tool runs (the tap injector)."""
+        where the host acts while the tool runs (the tap injector), or the
+        guest is meant to die. wait=False returns at once: wait_tool() later
+        (two tools compile side by side on the guest's two CPUs)."""
         d = "/tmp/bg-%s" % name
-        r = self.run("rm -rf {d}; mkdir -p {d}; (nohup bash -c {tool} > {d}/out 2> {d}/err; "
-                     "echo $? > {d}/rc) > /dev/null 2>&1 & echo $! > {d}/pid; "
-                     "for i in $(seq {n}); do grep -q {ready} {d}/err && exit 0; "
+        self.run("rm -rf {d}; mkdir -p {d}; (nohup bash -c {tool} > {d}/out 2> {d}/err; "
+                 "echo $? > {d}/rc) > /dev/null 2>&1 & echo $! > {d}/pid".format(
+                     d=d, tool=_q("exec " + tool)), check=True)
+        if wait:
+            self.wait_tool(name, ready, timeout)
+
+    def wait_tool(self, name="tool", ready="Hit Ctrl-C to end", timeout=600):
+        d = "/tmp/bg-%s" % name
+        r = self.run("for i in $(seq {n}); do grep -q {ready} {d}/err && exit 0; "
                      "test -e {d}/rc && break; sleep 0.2; done; cat {d}/err; exit 1".format(
-                         d=d, tool=_q("exec " + tool), n=int(timeout * 5), ready=_q(ready)),
-                     timeout=timeout + 30)
+                         d=d, n=int(timeout * 5), ready=_q(ready)), timeout=timeout + 30)
         if r.rc != 0:
-            raise LabError("%s did not start tracing: %r" % (tool, r))
+            raise LabError("%s did not start tracing: %r" % (name, r))
 
     def stop_tool(self, name="tool", signal_name="TERM", settle=1.0):
         d = "/tmp/bg-%s" % name

@@ -7,6 +7,8 @@ import re
 
 import pytest
 
+from skbtrace import event, flightrec
+
 pytestmark = pytest.mark.lab
 
 T = "python3 tests/lab/guest/traffic.py"
@@ -197,3 +199,48 @@ def test_interface_filter_in_a_namespace(topo):
     assert st[0]["filtered_out"] > 0
     bad = topo.run("python3 skb_frag_list_watcher.py --interface r-h2")   # not in this netns
     assert bad.rc == 2 and bad.err.count("\n") == 1 and "no interface named 'r-h2'" in bad.err
+
+
+def test_flight_recorder_benign_pull_leaves_warnings_but_no_critical(lab):
+    """The benign seeds' state (payload pulled into the head, frag_list NULL)
+    does not panic and leaves no CRITICAL record; with =all the WARNINGs are
+    in the trace buffer as records that read back as the live lines."""
+    if lab.kernel in PULL_DATA_PANICS:
+        pytest.skip(PULL_DATA_PANICS[lab.kernel])
+    lab.run("%s topo --gro-list on --router-egress-gso off && %s tc-attach --netns r --dev r-h1 "
+            "--dir ingress --src tests/lab/progs/pull_data.c --fn pull_all && "
+            "echo > /sys/kernel/tracing/trace" % (T, T), check=True)
+    try:
+        lab.start_tool(W + " --flight-recorder=all", name="w", wait=False)
+        lab.start_tool("python3 skb_vxlan_source_detector.py --no-static --flight-recorder=all",
+                       name="d", wait=False)
+        lab.wait_tool("w")
+        lab.wait_tool("d")
+        sysctl_on = lab.run("cat /proc/sys/kernel/ftrace_dump_on_oops").out.strip()
+        t = lab.run("%s udp-gso --count 5" % T)
+        w = lab.stop_tool(name="w", signal_name="TERM")
+        d = lab.stop_tool(name="d", signal_name="TERM")
+        trace = lab.run("cat /sys/kernel/tracing/trace").out
+        sysctl_after = lab.run("cat /proc/sys/kernel/ftrace_dump_on_oops").out.strip()
+    finally:
+        lab.run("%s cleanup" % T)
+    assert re.search(r"udp-sink received [1-9]\d* bytes", t.out), t
+    assert w.rc == 0 and d.rc == 0, (w, d)
+    assert (sysctl_on, sysctl_after) == ("1", "0")
+    for res in (w, d):
+        assert "kernel.ftrace_dump_on_oops 0 -> 1 (restored at exit)" in res.err
+        assert "[CRITICAL]" not in res.out
+    recs = list(flightrec.parse(trace.splitlines()))
+    assert recs and all(r.complete for r in recs), trace[-3000:]
+    assert not [r for r in recs if r.severity == "CRITICAL"]
+    assert "CRITICAL" not in trace
+    written = int(re.search(r"Flight recorder:\s+all: (\d+) records written", w.out).group(1))
+    assert written == len([r for r in recs if r.tool == "skb_frag_list_watcher"]) > 0
+    # a record reads back as the live line of the same skb and hook
+    live = events(w.out)
+    for r in [r for r in recs if r.tool == "skb_frag_list_watcher"][:4]:
+        assert r.severity == "WARNING"
+        twin = [l for l in live if " %s " % r.field("event") in l and
+                " %s " % r.field("hook") in l and "0x%016x" % r.int_field("skb") in l]
+        assert twin, (r.parts, live[:10])
+        assert "reasons=%s " % ",".join(event.reason_names(r.int_field("reasons"))) in twin[0]

@@ -19,7 +19,13 @@ class FakeTable(object):
         return self.bpf.percpu.get((self.name, idx), [0, 0])
 
     def __setitem__(self, key, value):
+        if self.name == "fr_names":
+            self.bpf.fr_names[key.value] = value.s
+            return
         self.bpf.prog_array[key.value] = value.value
+
+    class Leaf(ctypes.Structure):
+        _fields_ = [("s", ctypes.c_char * 32)]
 
     def open_perf_buffer(self, cb, page_cnt=8, lost_cb=None):
         assert page_cnt & (page_cnt - 1) == 0
@@ -42,6 +48,7 @@ class BPF(object):
         self.lost_cb = None
         self.polls = 0
         self.prog_array = {}
+        self.fr_names = {}
         BPF.instances.append(self)
 
     @classmethod

@@ -21,6 +21,23 @@ def make_event(**kw):
     return e
 
 
+def fake_flight_system(tmp_path, monkeypatch, tracing_on="0", sysctl=True):
+    """A kernel.ftrace_dump_on_oops file and a tracefs of our own for the
+    flight recorder; returns (sysctl path, tracefs path)."""
+    from skbtrace import flightrec, loader
+    path = tmp_path / "ftrace_dump_on_oops"
+    if sysctl:
+        path.write_text("0\n")
+    tracefs = tmp_path / "tracing"
+    tracefs.mkdir()
+    (tracefs / "trace").write_text("")
+    (tracefs / "tracing_on").write_text(tracing_on + "\n")
+    monkeypatch.setattr(flightrec, "SYSCTL", str(path))
+    monkeypatch.setattr(flightrec, "STATE_DIR", str(tmp_path / "run"))
+    monkeypatch.setattr(loader, "tracefs_dir", lambda: str(tracefs))
+    return path, tracefs
+
+
 def to_bytes(e):
     return bytes(bytearray(e))
 

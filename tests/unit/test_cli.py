@@ -35,10 +35,22 @@ def one_line_error(rc, err, code, text):
     (["--buffer-pages", "x"], "'x' is not a number"),
     (["--no-such-option"], "unrecognized arguments: --no-such-option"),
     (["-o", "/nonexistent-dir/x.log"], "-o/--output: cannot open /nonexistent-dir/x.log"),
+    (["--flight-recorder=everything"], "argument --flight-recorder: invalid choice: "
+                                       "'everything' (choose from 'crash', 'all')"),
 ])
 def test_bad_input(args, text):
     rc, out, err = run(args)
     one_line_error(rc, err, 2, text)
+
+
+@pytest.mark.parametrize("opt,mode", [("--flight-recorder", 1), ("--flight-recorder=all", 2)])
+def test_ebpf_flight_recorder_compiles_the_recorder_in(opt, mode):
+    rc, out, err = run(["--ebpf", opt])
+    assert rc == 0, err
+    assert "#define FLIGHT_RECORDER %d" % mode in out
+    assert '#define FR_TOOL "skb_frag_list_watcher"' in out
+    rc, out, err = run(["--ebpf"])
+    assert "#define FLIGHT_RECORDER 0" in out
 
 
 def test_help_has_examples_and_hides_ebpf():

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import fakebcc
-from helpers import make_event, to_bytes
+from helpers import fake_flight_system, make_event, to_bytes
 from skbtrace import event, hooks
 from skbtrace.watcher import main
 
@@ -134,6 +134,43 @@ def test_short_stack_record_is_a_decode_error(fake, capsys):
     out, err = capsys.readouterr()
     assert "event dropped: event says 5 stack frames" in err
     assert "Events dropped as undecodable: 1" in out
+
+
+def test_flight_recorder_arms_names_and_restores(fake, capsys, tmp_path, monkeypatch):
+    from skbtrace import flightrec
+    sysctl, _tracefs = fake_flight_system(tmp_path, monkeypatch, tracing_on="1")
+    seen = []
+    real = flightrec.Recorder
+
+    class Spy(real):
+        def arm(self):
+            lines = real.arm(self)
+            seen.append(sysctl.read_text())
+            return lines
+    monkeypatch.setattr(flightrec, "Recorder", Spy)
+    fake.BPF.percpu = {("counters", event.CNT_FR_WRITTEN): [1, 0],
+                       ("counters", event.CNT_FR_SUPPRESSED): [0, 3]}
+    fake.BPF.script = [[to_bytes(make_event(event=event.EV_INCONSISTENT, hook_id=ID["skb_segment"],
+                                            severity=2, reasons=event.RSN_SEG_NO_PAYLOAD,
+                                            gso_size_after=1348))]]
+    assert main(["--flight-recorder"]) == 0
+    out, err = capsys.readouterr()
+    assert seen == ["1\n"] and sysctl.read_text() == "0\n"     # on while tracing, then back
+    assert "kernel.ftrace_dump_on_oops 0 -> 1 (restored at exit)" in err
+    assert "Flight recorder:    crash: 1 records written to the trace buffer, 3 suppressed" in out
+    assert "kernel.ftrace_dump_on_oops restored to 0" in out
+    inst = fake.BPF.instances[-1]
+    assert inst.fr_names[ID["skb_segment"]] == b"skb_segment"
+    assert inst.fr_names[event.FR_SEV_BASE + 2] == b"CRITICAL"
+    assert "#define FLIGHT_RECORDER 1" in inst.text
+
+
+def test_flight_recorder_refused_sysctl_is_one_line(fake, capsys, tmp_path, monkeypatch):
+    fake_flight_system(tmp_path, monkeypatch, sysctl=False)
+    assert main(["--flight-recorder=all"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--flight-recorder: this kernel has no " \
+        "kernel.ftrace_dump_on_oops" in err
 
 
 def test_no_hook_present(fake, capsys):

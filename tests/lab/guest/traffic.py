@@ -7,7 +7,7 @@ vxlan overlay (`vxlan`): h1 vx0 198.19.0.1/24 <-> h2 vx0 198.19.0.2/24, VNI 42,
 dstport 4789, over the routed underlay.
 
     traffic.py topo [--gro-list on|off] [--udp-gro-fwd on|off] [--sender-tso on|off]
-                    [--router-egress-gso on|off]
+                    [--router-egress-gso on|off] [--router-egress-tso on|off]
     traffic.py udp-gso [--count 20] [--size 14000] [--gso-size 1000] [--dst 198.18.2.1]
     traffic.py tcp-bulk [--seconds 2] [--dst 198.18.2.1]
     traffic.py vxlan [--csum on|off] [--gro on|off]
@@ -73,6 +73,9 @@ def topo(a):
     if a.router_egress_gso == "off":
         # segment on the router itself (validate_xmit_skb) instead of in h2
         ns("r", "ethtool -K r-h2 tx-udp-segmentation off tx-gso-list off", check=False)
+    if a.router_egress_tso == "off":
+        # forwarded TCP GSO skbs are segmented on the router (skb_segment)
+        ns("r", "ethtool -K r-h2 tso off")
     if a.sender_tso == "off":
         for n in ("h1", "h2"):
             ns(n, "ethtool -K eth0 tso off tx-udp-segmentation off", check=False)
@@ -274,6 +277,7 @@ def main():
     t.add_argument("--udp-gro-fwd", default="off", choices=["on", "off"])
     t.add_argument("--sender-tso", default="off", choices=["on", "off"])
     t.add_argument("--router-egress-gso", default="on", choices=["on", "off"])
+    t.add_argument("--router-egress-tso", default="on", choices=["on", "off"])
     # off: no XDP_PASS helper programs even where veth GRO needs them (a
     # STATIC check that must see namespaces without BPF programs)
     t.add_argument("--xdp", default="auto", choices=["auto", "off"])

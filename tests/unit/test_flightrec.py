@@ -1,0 +1,191 @@
+"""The flight recorder: records back from real console captures (kept from
+the lab's panics, tests/unit/data/consoles), the option's system changes and
+their restoration, the CLI."""
+import json
+import os
+import re
+
+import pytest
+
+from helpers import fake_flight_system
+from skbtrace import event, flightrec, gso, hooks
+from skbtrace.detector import DetectorFormatter
+from skbtrace.formatter import Formatter
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "consoles")
+HW = dict((h.name, h) for h in hooks.watcher_hooks())
+HD = dict((h.name, h) for h in hooks.detector_hooks())
+
+
+def console(name):
+    with open(os.path.join(DATA, name), encoding="utf-8", errors="replace") as f:
+        return f.read().splitlines()
+
+
+def injected_skb(lines):
+    for l in lines:
+        m = re.search(r"skb_fault_inject: breaking skb ([0-9a-f]{16})", l)
+        if m:
+            return int(m.group(1), 16)
+    raise AssertionError("no injector line")
+
+
+@pytest.mark.parametrize("name", ["6.1-injected-plain.log", "6.1-injected-encap.log",
+                                  "5.10-injected-encap.log"])
+def test_injected_panic_consoles_hold_both_tools_records(name):
+    lines = console(name)
+    recs = list(flightrec.parse(lines))
+    skb = injected_skb(lines)
+    by_tool = dict((r.tool, r) for r in recs if r.severity == "CRITICAL")
+    assert set(by_tool) == {"skb_frag_list_watcher", "skb_vxlan_source_detector"}
+    for r in by_tool.values():
+        assert r.complete and r.int_field("skb") == skb and r.field("hook") == "skb_segment"
+        assert r.int_field("reasons") & event.RSN_CRASH_MASK
+        assert r.ts_ns and r.cpu in (0, 1)
+    assert by_tool["skb_frag_list_watcher"].history_key == "last"
+    assert by_tool["skb_vxlan_source_detector"].history_key == "origin"
+    # tool bit in the sequence number keeps the two tools' records apart
+    assert by_tool["skb_vxlan_source_detector"].seq >> 31 == 1
+    assert by_tool["skb_frag_list_watcher"].seq >> 31 == 0
+    if "encap" in name:
+        assert by_tool["skb_vxlan_source_detector"].history == "bpf_skb_adjust_room"
+        assert by_tool["skb_frag_list_watcher"].int_field("gso_type") == 0x403
+
+
+def test_natural_panic_console_names_the_seglist_state():
+    recs = list(flightrec.parse(console("5.10-natural-pull-data.log")))
+    assert len(recs) == 1
+    r = recs[0]
+    assert r.severity == "CRITICAL" and r.field("hook") == "skb_segment_list"
+    assert event.reason_names(r.int_field("reasons")) == [
+        "NULL_FRAGLIST_GSO", "FRAGLIST_NO_LIST", "SEGLIST_NO_LIST"]
+    assert r.history == "bpf_skb_pull_data" and r.int_field("age_us") > 0
+
+
+def test_records_render_as_the_tools_lines():
+    recs = list(flightrec.parse(console("6.1-injected-encap.log")))
+    w = [r for r in recs if r.tool == "skb_frag_list_watcher"][0]
+    d = [r for r in recs if r.tool == "skb_vxlan_source_detector"][0]
+    f = Formatter(flightrec.UptimeClock(), gso.DEFAULT)
+    line = f.lines(flightrec.to_record(w, HW))[0]
+    assert re.match(r"^ +\[\d+\.\d{6}\] %d +INCONSISTENT skb_segment +\| 0x%016x \| NULL "
+                    r"\(no change\) \[CRITICAL\] reasons=SEG_NO_PAYLOAD gso_size=1448 "
+                    r"gso_type=0x403\(TCPV4\|DODGY\|UDP_TUNNEL\) len=2896 data_len=2896 "
+                    r"nr_frags=0 frags_bytes=0 in=skb_udp_tunnel_segment "
+                    r"last=skb_gro_receive\(\+\d+us\)$" % (w.cpu, w.int_field("skb")), line), line
+    dline = DetectorFormatter(flightrec.UptimeClock(), gso.DEFAULT).lines(
+        flightrec.to_record(d, HD))[0]
+    assert " GSO_SET      skb_segment " in dline and "[CRITICAL]" in dline
+    assert "origin=bpf_skb_adjust_room(+" in dline
+    js = json.loads(Formatter(flightrec.UptimeClock(), gso.DEFAULT,
+                              json_mode=True).lines(flightrec.to_record(w, HW))[0])
+    assert js["severity"] == "CRITICAL" and js["skb"] == "0x%x" % w.int_field("skb")
+    assert js["time"].startswith("uptime+") and js["last"]["function"] == "skb_gro_receive"
+
+
+def test_cut_dump_gives_an_incomplete_record():
+    lines = console("6.1-injected-plain.log")
+    cut = next(i for i, l in enumerate(lines) if " 4/7 " in l and "SKBFR1" in l)
+    recs = list(flightrec.parse(lines[:cut]))
+    assert len(recs) == 1 and not recs[0].complete and sorted(recs[0].parts) == [1, 2, 3]
+
+
+def test_other_prefixes_same_records():
+    """The same console as dmesg without timestamps and as journalctl -k
+    prints it: prefixes differ, records do not."""
+    lines = console("6.1-injected-plain.log")
+    plain = list(flightrec.parse(lines))
+    bare = [re.sub(r"^\[ *\d+\.\d+\] ", "", l) for l in lines]
+    journal = [re.sub(r"^\[ *\d+\.\d+\] ", "Nov 30 08:37:05 lab kernel: ", l) for l in lines]
+    for variant in (bare, journal):
+        got = list(flightrec.parse(variant))
+        assert [(r.seq, r.parts) for r in got] == [(r.seq, r.parts) for r in plain]
+
+
+def test_a_restarted_tool_reusing_a_sequence_number_starts_a_new_record():
+    all_lines = console("6.1-injected-plain.log")
+    w = [r for r in flightrec.parse(all_lines) if r.tool == "skb_frag_list_watcher"][0]
+    lines = [l for l in all_lines if "SKBFR1 %x " % w.seq in l]
+    assert len(lines) == event.FR_LINES
+    recs = list(flightrec.parse(lines + lines))
+    assert len(recs) == 2 and all(r.complete for r in recs)
+
+
+def test_names_table_covers_hooks_events_severities():
+    t = flightrec.names_table(hooks.watcher_hooks())
+    assert t[HW["skb_segment"].hook_id] == "skb_segment"
+    assert t[event.FR_EVENT_BASE + event.EV_INCONSISTENT] == "INCONSISTENT"
+    assert t[event.FR_SEV_BASE + event.SEV_CRITICAL] == "CRITICAL"
+    assert t[event.FR_SEV_BASE + 3] == "none"
+    assert max(t) < event.FR_NAMES and all(len(v) < event.FR_NAME_LEN for v in t.values())
+
+
+def test_c_format_strings_match_the_parser():
+    """The record lines the C writes are the ones parse() reads."""
+    from skbtrace import paths
+    with open(os.path.join(paths.bpf_dir(), "skb_common.h")) as f:
+        c = f.read()
+    parts = re.findall(r'FR_LINE\("(\d)/(\d) ', c)
+    assert [int(p) for p, _ in parts] == list(range(1, event.FR_LINES + 1))
+    assert all(int(t) == event.FR_LINES for _, t in parts)
+    assert 'char f_[] = FR_PREFIX " %x " fmt;' in c
+
+
+# --- the option's system changes ----------------------------------------------
+
+@pytest.fixture
+def fake_sys(tmp_path, monkeypatch):
+    return fake_flight_system(tmp_path, monkeypatch)
+
+
+def test_the_last_tool_to_exit_restores(fake_sys, tmp_path):
+    """Watcher and detector record together: the one that exits first must
+    not turn the dump off under the other."""
+    import subprocess
+    sysctl, tracefs = fake_sys
+    other = subprocess.Popen(["sleep", "60"])       # stands for the other tool
+    try:
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "flight-recorder.json").write_text(json.dumps(
+            {"pids": [other.pid], "original": [[str(sysctl), "0", "kernel.ftrace_dump_on_oops"]]}))
+        sysctl.write_text("1\n")                   # as the other tool left it
+        rec = flightrec.Recorder("crash", str(tracefs))
+        lines = rec.arm()
+        assert any("kernel.ftrace_dump_on_oops 0 -> 1 (restored at exit)" in l for l in lines)
+        assert rec.restore() == ["kernel.ftrace_dump_on_oops left on: still used by pid %d, "
+                                 "which restores it" % other.pid]
+        assert sysctl.read_text() == "1\n"
+    finally:
+        other.kill()
+        other.wait()
+    # the other tool is gone (even without cleaning up): the next one to exit restores
+    rec = flightrec.Recorder("crash", str(tracefs))
+    rec.arm()
+    rec.restore()
+    assert sysctl.read_text() == "0\n"
+    assert not (tmp_path / "run" / "flight-recorder.json").exists()
+
+
+def test_arm_announces_and_restore_puts_back(fake_sys):
+    sysctl, tracefs = fake_sys
+    rec = flightrec.Recorder("crash", str(tracefs))
+    rec.check()
+    lines = rec.arm()
+    assert sysctl.read_text() == "1\n" and (tracefs / "tracing_on").read_text() == "1\n"
+    assert any("kernel.ftrace_dump_on_oops 0 -> 1 (restored at exit)" in l for l in lines)
+    assert any("tracing_on 0 -> 1" in l for l in lines)
+    assert any("trace_printk() being used" in l for l in lines)
+    done = rec.restore()
+    assert sysctl.read_text() == "0\n" and (tracefs / "tracing_on").read_text() == "0\n"
+    assert done == ["tracing_on restored to 0", "kernel.ftrace_dump_on_oops restored to 0"]
+    assert rec.restore() == []
+
+
+def test_check_errors_are_one_line(fake_sys, monkeypatch):
+    sysctl, tracefs = fake_sys
+    from skbtrace.errors import EnvError
+    with pytest.raises(EnvError, match="no trace buffer"):
+        flightrec.Recorder("crash", None).check()
+    monkeypatch.setattr(flightrec, "SYSCTL", str(tracefs / "missing"))
+    with pytest.raises(EnvError, match="has no kernel.ftrace_dump_on_oops"):
+        flightrec.Recorder("crash", str(tracefs)).check()
