@@ -50,11 +50,11 @@ class Stats(object):
         out = ["", "--- Statistics ---", "%-20s%d" % ("Total events:", self.total)]
         for name, n in self.by_event.items():
             label = "%s:" % name if name == "INCONSISTENT" else "%s events:" % name
-            line = "  %-18s%d" % (label, n)
-            if name == "INCONSISTENT":
-                line += "    (CRITICAL %d, WARNING %d)" % (self.by_severity["CRITICAL"],
-                                                           self.by_severity["WARNING"])
-            out.append(line)
+            out.append("  %-18s%d" % (label, n))
+        # Severity is carried by CLEAR and segmentation lines too, not only by
+        # INCONSISTENT: next to the INCONSISTENT count it read as "25 of 15".
+        out.append("  %-18sCRITICAL %d, WARNING %d (any event type)" % (
+            "Findings:", self.by_severity["CRITICAL"], self.by_severity["WARNING"]))
         filtered = sum(kernel.get("FILTERED", []))
         out.append("  %-18s%d" % ("Filtered out:", filtered))
         per_cpu = kernel.get("SUBMIT_FAIL", [])
