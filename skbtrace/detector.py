@@ -84,6 +84,34 @@ def is_new_origin(r):
     return bool(e.last_hook) and e.last_hook - 1 == e.hook_id and e.last_ts_ns == e.ts_ns
 
 
+# How a call relates to the tunnel bit. GRO completions nest (inet_gro_complete
+# -> udp4_gro_complete -> udp_gro_complete -> inner inet_gro_complete) and
+# return innermost first; the kernel side (report() in
+# bpf/skb_vxlan_source_detector.c) keeps the origin of the innermost setter,
+# so each line can tell from its own event which case it is:
+ADDED = "added"                 # this function set it: the origin is this very event
+ADDED_NESTED = "added_nested"   # set during this call by a traced hook nested in it
+                                # (before lacks it, after has it, origin is that hook)
+BY_ENCLOSING = "set_by_enclosing"   # there at entry and no origin yet: the kernel side
+                                    # leaves the origin to an enclosing call still running
+REMOVED = "removed"
+
+
+def tunnel_change(gso, r):
+    e = r.ev
+    before = tunnel_bits(gso, e.gso_type_before)
+    after = tunnel_bits(gso, e.gso_type_after)
+    if after and not before:
+        if r.last_function and not is_new_origin(r):
+            return ADDED_NESTED
+        return ADDED
+    if before and not after:
+        return REMOVED
+    if before and after and not r.last_function:
+        return BY_ENCLOSING
+    return None
+
+
 class DetectorFormatter(Formatter):
     def header(self):
         if self.json_mode:
@@ -143,11 +171,14 @@ class DetectorFormatter(Formatter):
 
     def markers(self, r):
         out = []
-        e = r.ev
-        if tunnel_bits(self.gso, e.gso_type_after) and not tunnel_bits(self.gso, e.gso_type_before):
+        change = tunnel_change(self.gso, r)
+        if change == ADDED:
             out.append("[UDP_TUNNEL ADDED]")
-        elif tunnel_bits(self.gso, e.gso_type_before) and not tunnel_bits(self.gso,
-                                                                          e.gso_type_after):
+        elif change == ADDED_NESTED:
+            out.append("(nested: set by %s)" % r.last_function)
+        elif change == BY_ENCLOSING:
+            out.append("(nested: already set by an enclosing call)")
+        elif change == REMOVED:
             out.append("[UDP_TUNNEL REMOVED]")
         if r.severity_name:
             out.append("[%s]" % r.severity_name)
@@ -189,8 +220,8 @@ class DetectorFormatter(Formatter):
         import json
         d = self.to_dict(r)
         e = r.ev
-        d["tunnel_added"] = bool(tunnel_bits(self.gso, e.gso_type_after) and
-                                 not tunnel_bits(self.gso, e.gso_type_before))
+        d["tunnel_change"] = tunnel_change(self.gso, r)
+        d["tunnel_added"] = d["tunnel_change"] == ADDED
         d["origin"] = None
         if r.last_function:
             d["origin"] = {"function": r.last_function, "age_us": r.last_age_us,

@@ -37,6 +37,7 @@ class BPF(object):
     available = []          # kernel function names this fake kernel has
     script = []             # list of polls: each a list of event bytes
     stop_signal = signal.SIGTERM
+    on_poll = {}            # poll number -> callable run before that poll's events
     lost = 0
     percpu = {}
     instances = []
@@ -78,6 +79,8 @@ class BPF(object):
         return FakeTable(self, name)
 
     def perf_buffer_poll(self, timeout=-1):
+        if self.polls in BPF.on_poll:
+            BPF.on_poll[self.polls]()
         if self.polls < len(BPF.script):
             for data in BPF.script[self.polls]:
                 buf = ctypes.create_string_buffer(data, len(data))

@@ -9,28 +9,12 @@ import sys
 
 import pytest
 
-import fakebcc
 from helpers import fake_flight_system, make_event, to_bytes
 from skbtrace import event, hooks
 from skbtrace.watcher import main
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ID = dict((h.name, h.hook_id) for h in hooks.watcher_hooks())
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    fakebcc.install(monkeypatch)
-    fakebcc.BPF.available = ["skb_segment", "skb_segment_list", "skb_gro_receive_list",
-                             "pskb_expand_head", "__pskb_pull_tail", "udp4_gso_segment"]
-    fakebcc.BPF.instances = []
-    fakebcc.BPF.lost = 0
-    fakebcc.BPF.percpu = {}
-    fakebcc.BPF.stop_signal = signal.SIGTERM
-    yield fakebcc
-    for s, h in old.items():
-        signal.signal(s, h)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
