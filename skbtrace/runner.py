@@ -172,8 +172,11 @@ def _trace(tool, program, formatter_cls, stats, sink, clock, recorder):
             sink.write(line)
         info("Tracing %d hooks (%d skipped)... Hit Ctrl-C to end." % (
             len(program.attached), len(tool.hooks) - len(program.attached)))
+        modules = loader.ModuleWatch(tool.hooks)
         while stop.signal is None:
             program.poll(POLL_MS)
+            for line in modules.check():
+                info(line)
         if stop.signal != "pipe":
             program.poll(0)     # drain what is already in the buffers
     except ReaderGone:

@@ -227,3 +227,34 @@ def test_tunnel_change_cases():
                gso_type_after=0x403, last_hook=ID["bpf_skb_adjust_room"] + 1, last_ts_ns=7, ts_ns=20)
     assert detector.tunnel_change(gso.DEFAULT, kept) is None
     assert "nested" not in f.lines(kept)[0]
+
+
+def test_unloaded_tunnel_module_at_start_and_later(fake, capsys, monkeypatch, tmp_path):
+    from skbtrace import loader
+    rel = tmp_path / "6.1.0-test"
+    rel.mkdir()
+    (rel / "modules.builtin").write_text("kernel/drivers/net/virtio_net.ko\n")
+    (rel / "modules.dep").write_text("kernel/net/ipv4/udp_tunnel.ko: \n"
+                                     "kernel/net/ipv6/ip6_udp_tunnel.ko: \n")
+    monkeypatch.setattr(loader, "MODULES_DIR", str(tmp_path))
+    monkeypatch.setattr(loader.platform, "release", lambda: "6.1.0-test")
+    loaded = [set()]
+    monkeypatch.setattr(loader, "loaded_modules", lambda: loaded[0])
+    monkeypatch.setattr(loader.ModuleWatch, "INTERVAL_S", 0)
+    # vxlan's first device loads udp_tunnel while the tool runs
+    fake.BPF.on_poll = {1: lambda: loaded[0].add("udp_tunnel")}
+    from skbtrace.detector import main
+    fake.BPF.available = [h.name for h in HOOKS if not h.module]
+    fake.BPF.script = [[], [], []]
+    assert main(["--no-static"]) == 0
+    out, err = capsys.readouterr()
+    assert ("skipped hook udp_tunnel_xmit_skb: module udp_tunnel not loaded: restart the tool "
+            "after `modprobe udp_tunnel` (or after the first vxlan, geneve or fou device is "
+            "created)") in err
+    assert "skipped hook udp_tunnel6_xmit_skb: module ip6_udp_tunnel not loaded" in err
+    assert err.count("module udp_tunnel was loaded after the start: restart the tool to trace "
+                     "udp_tunnel_xmit_skb\n") == 1
+    assert "ip6_udp_tunnel was loaded" not in err
+    # virtio_net is built in here: its missing symbol has the usual reason
+    assert "skipped hook receive_buf: not in this kernel" in err
+    assert "skipped: module udp_tunnel not loaded: restart the tool" in out
