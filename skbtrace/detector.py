@@ -2,7 +2,7 @@
 on an skb, plus a static check of the host's tunnel devices and BPF programs."""
 from collections import OrderedDict
 
-from skbtrace import cli, event, hooks, runner
+from skbtrace import cli, event, hooks, record, runner
 from skbtrace.filters import Filters
 from skbtrace.formatter import Formatter, change_text
 from skbtrace.sink import Sink, info
@@ -217,7 +217,6 @@ class DetectorFormatter(Formatter):
         return out + self.stack_lines(r)
 
     def _json(self, r):
-        import json
         d = self.to_dict(r)
         e = r.ev
         d["tunnel_change"] = tunnel_change(self.gso, r)
@@ -235,7 +234,7 @@ class DetectorFormatter(Formatter):
                 "csum_start": e.vnet_csum_start, "csum_offset": e.vnet_csum_offset,
                 "flags": e.vnet_flags}
         d["aux2"] = e.aux2
-        return json.dumps(d, sort_keys=True)
+        return record.dumps(d)
 
 
 class Verdict(object):
@@ -320,11 +319,10 @@ def write_static(args, sink):
     from skbtrace import static_check
     report = static_check.collect()
     if args.json:
-        import json
         d = report.to_dict()
         d["type"] = "static"
         d["verdict"] = static_check.verdict(report)
-        sink.write(json.dumps(d, sort_keys=True))
+        sink.write(record.dumps(d))
     else:
         for line in static_check.render_lines(report, verbose=args.verbose):
             sink.write(line)

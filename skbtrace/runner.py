@@ -2,7 +2,7 @@
 poll, statistics on SIGINT/SIGTERM."""
 import signal
 
-from skbtrace import btf, event, flightrec, gso as gso_mod, hooks as hooks_mod, loader
+from skbtrace import btf, event, flightrec, gso as gso_mod, hooks as hooks_mod, loader, record
 from skbtrace.clock import Clock
 from skbtrace.decoder import Decoder
 from skbtrace.errors import EnvError
@@ -95,6 +95,8 @@ def run(tool, formatter_cls=Formatter, stats=None):
             pass
         return 0
     bcc = loader.preflight()
+    if args.json:
+        record.identity()       # host and boot id as they are at start
     recorder = None
     if args.flight_recorder:
         recorder = flightrec.Recorder(args.flight_recorder, loader.tracefs_dir())
@@ -190,8 +192,7 @@ def _trace(tool, program, formatter_cls, stats, sink, clock, recorder):
     tool.extra_stats(stats)
     try:
         if args.json:
-            import json
-            sink.write(json.dumps(stats.to_dict(kernel, program.lost_total, hits), sort_keys=True))
+            sink.write(record.dumps(stats.to_dict(kernel, program.lost_total, hits)))
         else:
             for line in stats.render(kernel, program.lost_total, hits):
                 sink.write(line)

@@ -161,3 +161,23 @@ def test_stats_table():
     d = st.to_dict(kern, 5, {})
     assert d["lost_per_cpu"] == [0, 2] and d["events"]["INCONSISTENT"] == 1
     assert d["severity"] == {"CRITICAL": 1, "WARNING": 1}
+
+
+def test_json_identity_read_once(monkeypatch, tmp_path):
+    from skbtrace import record
+    boot = tmp_path / "boot_id"
+    boot.write_text("6f1c4f7e-0000-4000-8000-000000000001\n")
+    monkeypatch.setattr(record, "BOOT_ID", str(boot))
+    monkeypatch.setattr(record, "_identity", [])
+    monkeypatch.setattr(record.socket, "gethostname", lambda: "node-a")
+    r = rec(event=event.EV_CREATE, hook_id=ID["skb_gro_receive_list"], frag_list_after=FL)
+    d = json.loads(fmt(json_mode=True).lines(r)[0])
+    assert (d["host"], d["boot_id"]) == ("node-a", "6f1c4f7e-0000-4000-8000-000000000001")
+    boot.write_text("changed\n")
+    monkeypatch.setattr(record.socket, "gethostname", lambda: "node-b")
+    d = json.loads(fmt(json_mode=True).lines(r)[0])
+    assert (d["host"], d["boot_id"]) == ("node-a", "6f1c4f7e-0000-4000-8000-000000000001")
+    # no boot id (not Linux, /proc not mounted): null, not a crash
+    monkeypatch.setattr(record, "_identity", [])
+    monkeypatch.setattr(record, "BOOT_ID", str(tmp_path / "missing"))
+    assert json.loads(record.dumps({"type": "x"}))["boot_id"] is None

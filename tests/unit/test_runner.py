@@ -3,6 +3,7 @@ hooks, per-CPU lost counts. The real BPF side is tested in tests/lab."""
 import json
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -67,6 +68,10 @@ def test_json_mode_and_output_file(fake, tmp_path, capsys):
     assert objs[0]["event"] == "CLEAR" and objs[0]["function"] == "skb_segment_list"
     assert objs[-1]["type"] == "statistics" and objs[-1]["events"]["CLEAR"] == 1
     assert capsys.readouterr().out == ""
+    # every record names the node and the boot it comes from
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        boot_id = f.read().strip()
+    assert [(o["host"], o["boot_id"]) for o in objs] == [(socket.gethostname(), boot_id)] * 2
 
 
 def with_stack(ev, addrs):
