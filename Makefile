@@ -11,10 +11,11 @@ LAB_KERNELS ?= 6.1 5.10 6.12
 
 HOST_PACKAGES = qemu-system-x86 qemu-utils debootstrap e2fsprogs cpio zstd xz-utils \
 	busybox-static iproute2 ethtool gcc python3-pytest python3-pyroute2 python3-tabulate \
-	python3-pip python3-setuptools python3-wheel python3-venv
+	python3-pip python3-setuptools python3-wheel python3-venv python3-jsonschema \
+	man-db groff-base
 VENV_TOOLS = .venv-tools
 
-.PHONY: deps image test test-unit test-lab test-lab-selftest test-lab-kernels test-lab-panic test-matrix check-py36 demo bench clean
+.PHONY: deps image test test-unit test-lab test-lab-selftest test-lab-kernels test-lab-panic test-matrix check-py36 man demo bench clean
 
 deps:
 	@if ! dpkg -s $(HOST_PACKAGES) >/dev/null 2>&1; then \
@@ -35,6 +36,11 @@ check-py36: deps
 		$(VENV_TOOLS)/bin/pip install -q vermin==1.6.0)
 	$(VENV_TOOLS)/bin/vermin -q -t=3.6- --no-tips --violations \
 		skbtrace bpf/__init__.py skb_frag_list_watcher.py skb_vxlan_source_detector.py setup.py
+
+# Section-8 pages from the same argparse parsers as --help (setup.py builds
+# and installs them too): build/man/<command>.8, read with man -l.
+man:
+	$(PY) -m skbtrace.manpage build/man
 
 test-lab: image
 	$(PY) -m pytest tests/lab -m "not panic" -v -rs --durations=0 -p no:cacheprovider

@@ -329,8 +329,8 @@ def write_static(args, sink):
         sink.write("")
 
 
-def parse_args(argv=None):
-    p = cli.make_parser(PROG, DESCRIPTION, EXAMPLES)
+def make_parser(prog=PROG):
+    p = cli.make_parser(prog, DESCRIPTION, EXAMPLES)
     d = p.add_argument_group("detector")
     d.add_argument("--gso-changes-only", action="store_true",
                    help="only hits where gso_type changed, or first seen with a tunnel bit")
@@ -338,7 +338,11 @@ def parse_args(argv=None):
     m.add_argument("--no-static", action="store_true", help="skip the STATIC section")
     m.add_argument("--static-only", action="store_true",
                    help="print the STATIC section and exit (no bcc, no tracing)")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    return make_parser().parse_args(argv)
 
 
 def _main(argv=None):
