@@ -60,7 +60,8 @@ def make_parser(prog, description, examples):
     o.add_argument("--stack-trace", action="store_true",
                    help="kernel stack under each event (costs a stack walk per event)")
     o.add_argument("--json", action="store_true",
-                   help="one JSON object per line (schema in docs/)")
+                   help="one JSON object per line, each with host and boot_id "
+                        "(schema: docs/schema/skbtrace-record.schema.json)")
     o.add_argument("-o", "--output", metavar="FILE",
                    help="append events and statistics to FILE (line-buffered)")
     o.add_argument("--buffer-pages", type=positive_power_of_two, default=DEFAULT_BUFFER_PAGES,

@@ -321,6 +321,7 @@ def write_static(args, sink):
     if args.json:
         d = report.to_dict()
         d["type"] = "static"
+        d["tool"] = Detector.name
         d["verdict"] = static_check.verdict(report)
         sink.write(record.dumps(d))
     else:

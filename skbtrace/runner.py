@@ -167,6 +167,7 @@ def _trace(tool, program, formatter_cls, stats, sink, clock, recorder, rotate):
     if stats is None:
         from skbtrace.stats import Stats
         stats = Stats(tool.hooks, tool.event_names)
+    stats.tool = tool.name
     stats.stacks = bool(args.stack_trace)
     stats.flight_recorder = args.flight_recorder
 

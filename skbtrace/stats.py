@@ -21,6 +21,7 @@ class Stats(object):
     def __init__(self, hooks, event_names):
         self.hooks = hooks
         self.event_names = event_names      # the events this tool can emit, in order
+        self.tool = None                    # the tool's name, for --json
         self.by_event = OrderedDict((n, 0) for n in event_names)
         self.by_severity = {"WARNING": 0, "CRITICAL": 0}
         self.by_hook = {}
@@ -110,6 +111,7 @@ class Stats(object):
     def to_dict(self, kernel, lost_cb_total, hook_hits):
         d = {
             "type": "statistics",
+            "tool": self.tool,
             "total_events": self.total,
             "events": dict(self.by_event),
             "severity": dict(self.by_severity),

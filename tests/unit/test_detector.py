@@ -224,7 +224,8 @@ def test_tunnel_change_cases():
     assert detector.tunnel_change(gso.DEFAULT, gone) == detector.REMOVED
     assert "[UDP_TUNNEL REMOVED]" in f.lines(gone)[0]
     kept = rec(event=event.EV_GSO_SET, hook_id=ID["skb_segment"], gso_type_before=0x403,
-               gso_type_after=0x403, last_hook=ID["bpf_skb_adjust_room"] + 1, last_ts_ns=7, ts_ns=20)
+               gso_type_after=0x403, last_hook=ID["bpf_skb_adjust_room"] + 1, last_ts_ns=7,
+               ts_ns=20)
     assert detector.tunnel_change(gso.DEFAULT, kept) is None
     assert "nested" not in f.lines(kept)[0]
 
