@@ -11,10 +11,15 @@ LAB_KERNELS ?= 6.1 5.10 6.12
 
 HOST_PACKAGES = qemu-system-x86 qemu-utils debootstrap e2fsprogs cpio zstd xz-utils \
 	busybox-static iproute2 ethtool gcc python3-pytest python3-pyroute2 python3-tabulate \
-	python3-pip python3-setuptools python3-wheel python3-venv
+	python3-pip python3-setuptools python3-wheel python3-venv python3-jsonschema \
+	python3-yaml man-db groff-base logrotate
+# Checkers from PyPI, in a venv of their own (the tools themselves run on the
+# system python): vermin for Python 3.6, kubernetes-validate with the
+# Kubernetes schemas bundled (validates deploy/ offline).
 VENV_TOOLS = .venv-tools
+TOOLS_PIP = vermin==1.6.0 kubernetes-validate==1.37.0
 
-.PHONY: deps image test test-unit test-lab test-lab-selftest test-lab-kernels test-lab-panic test-matrix check-py36 demo bench clean
+.PHONY: deps tools image test test-unit test-lab test-lab-selftest test-lab-kernels test-lab-panic test-matrix check-py36 check-deploy man demo bench clean
 
 deps:
 	@if ! dpkg -s $(HOST_PACKAGES) >/dev/null 2>&1; then \
@@ -28,13 +33,27 @@ image: deps
 test-unit: deps
 	$(PY) -m pytest tests/unit -q
 
+tools: deps
+	@test -x $(VENV_TOOLS)/bin/vermin -a -x $(VENV_TOOLS)/bin/kubernetes-validate || \
+		($(PY) -m venv $(VENV_TOOLS) && $(VENV_TOOLS)/bin/pip install -q $(TOOLS_PIP))
+
 # The tools must run on RHEL 8's platform-python 3.6: vermin checks every
 # file a user runs for syntax and stdlib calls newer than 3.6.
-check-py36: deps
-	@test -x $(VENV_TOOLS)/bin/vermin || ($(PY) -m venv $(VENV_TOOLS) && \
-		$(VENV_TOOLS)/bin/pip install -q vermin==1.6.0)
+check-py36: tools
 	$(VENV_TOOLS)/bin/vermin -q -t=3.6- --no-tips --violations \
 		skbtrace bpf/__init__.py skb_frag_list_watcher.py skb_vxlan_source_detector.py setup.py
+
+# Section-8 pages from the same argparse parsers as --help (setup.py builds
+# and installs them too): build/man/<command>.8, read with man -l.
+man:
+	$(PY) -m skbtrace.manpage build/man
+
+# deploy/: the DaemonSet against the Kubernetes schemas, the systemd units
+# against the tools' parsers, the logrotate snippet run by logrotate. The
+# unit tests skip the schema check where the validator is missing; here it
+# must run.
+check-deploy: tools
+	SKBTRACE_REQUIRE_VALIDATOR=1 $(PY) -m pytest tests/unit/test_deploy.py -q -rs -p no:cacheprovider
 
 test-lab: image
 	$(PY) -m pytest tests/lab -m "not panic" -v -rs --durations=0 -p no:cacheprovider
@@ -73,7 +92,7 @@ test-matrix: deps
 		LAB_KERNEL=$$k $(PY) -m pytest tests/lab -v -rs --durations=0 -p no:cacheprovider; \
 	done
 
-test: deps test-unit check-py36 test-lab test-lab-kernels test-lab-panic
+test: deps check-deploy test-unit check-py36 test-lab test-lab-kernels test-lab-panic
 
 demo: image
 	$(PY) tests/lab/demo.py

@@ -2,6 +2,7 @@
 import argparse
 import sys
 
+from skbtrace import __version__
 from skbtrace.errors import UserError
 
 DEFAULT_BUFFER_PAGES = 64
@@ -25,9 +26,24 @@ def positive_power_of_two(text):
     return n
 
 
+# In every tool's --help and so in its manual page (skbtrace/manpage.py).
+SIGNALS = """signals:
+    SIGINT, SIGTERM  drain the buffers, print the statistics, flush, exit 0
+    SIGHUP           with -o FILE: reopen FILE between two lines (logrotate:
+                     rename the file, then send SIGHUP); without -o: ignored"""
+
+
+def add_version(p):
+    """--version from the package's one version (skbtrace.__version__), for
+    every command of the package."""
+    p.add_argument("--version", action="version",
+                   version="%s (skbtrace) %s" % (p.prog, __version__))
+
+
 def make_parser(prog, description, examples):
-    p = Parser(prog=prog, description=description, epilog=examples,
+    p = Parser(prog=prog, description=description, epilog=examples + "\n\n" + SIGNALS,
                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(p)
     f = p.add_argument_group("filters (compiled into the BPF program)")
     f.add_argument("--gso-only", action="store_true",
                    help="only skbs with gso_size > 0")
@@ -44,7 +60,8 @@ def make_parser(prog, description, examples):
     o.add_argument("--stack-trace", action="store_true",
                    help="kernel stack under each event (costs a stack walk per event)")
     o.add_argument("--json", action="store_true",
-                   help="one JSON object per line (schema in docs/)")
+                   help="one JSON object per line, each with host and boot_id "
+                        "(schema: docs/schema/skbtrace-record.schema.json)")
     o.add_argument("-o", "--output", metavar="FILE",
                    help="append events and statistics to FILE (line-buffered)")
     o.add_argument("--buffer-pages", type=positive_power_of_two, default=DEFAULT_BUFFER_PAGES,

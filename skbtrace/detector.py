@@ -2,7 +2,7 @@
 on an skb, plus a static check of the host's tunnel devices and BPF programs."""
 from collections import OrderedDict
 
-from skbtrace import cli, event, hooks, runner
+from skbtrace import cli, event, hooks, record, runner
 from skbtrace.filters import Filters
 from skbtrace.formatter import Formatter, change_text
 from skbtrace.sink import Sink, info
@@ -84,6 +84,34 @@ def is_new_origin(r):
     return bool(e.last_hook) and e.last_hook - 1 == e.hook_id and e.last_ts_ns == e.ts_ns
 
 
+# How a call relates to the tunnel bit. GRO completions nest (inet_gro_complete
+# -> udp4_gro_complete -> udp_gro_complete -> inner inet_gro_complete) and
+# return innermost first; the kernel side (report() in
+# bpf/skb_vxlan_source_detector.c) keeps the origin of the innermost setter,
+# so each line can tell from its own event which case it is:
+ADDED = "added"                 # this function set it: the origin is this very event
+ADDED_NESTED = "added_nested"   # set during this call by a traced hook nested in it
+                                # (before lacks it, after has it, origin is that hook)
+BY_ENCLOSING = "set_by_enclosing"   # there at entry and no origin yet: the kernel side
+                                    # leaves the origin to an enclosing call still running
+REMOVED = "removed"
+
+
+def tunnel_change(gso, r):
+    e = r.ev
+    before = tunnel_bits(gso, e.gso_type_before)
+    after = tunnel_bits(gso, e.gso_type_after)
+    if after and not before:
+        if r.last_function and not is_new_origin(r):
+            return ADDED_NESTED
+        return ADDED
+    if before and not after:
+        return REMOVED
+    if before and after and not r.last_function:
+        return BY_ENCLOSING
+    return None
+
+
 class DetectorFormatter(Formatter):
     def header(self):
         if self.json_mode:
@@ -143,11 +171,14 @@ class DetectorFormatter(Formatter):
 
     def markers(self, r):
         out = []
-        e = r.ev
-        if tunnel_bits(self.gso, e.gso_type_after) and not tunnel_bits(self.gso, e.gso_type_before):
+        change = tunnel_change(self.gso, r)
+        if change == ADDED:
             out.append("[UDP_TUNNEL ADDED]")
-        elif tunnel_bits(self.gso, e.gso_type_before) and not tunnel_bits(self.gso,
-                                                                          e.gso_type_after):
+        elif change == ADDED_NESTED:
+            out.append("(nested: set by %s)" % r.last_function)
+        elif change == BY_ENCLOSING:
+            out.append("(nested: already set by an enclosing call)")
+        elif change == REMOVED:
             out.append("[UDP_TUNNEL REMOVED]")
         if r.severity_name:
             out.append("[%s]" % r.severity_name)
@@ -186,11 +217,10 @@ class DetectorFormatter(Formatter):
         return out + self.stack_lines(r)
 
     def _json(self, r):
-        import json
         d = self.to_dict(r)
         e = r.ev
-        d["tunnel_added"] = bool(tunnel_bits(self.gso, e.gso_type_after) and
-                                 not tunnel_bits(self.gso, e.gso_type_before))
+        d["tunnel_change"] = tunnel_change(self.gso, r)
+        d["tunnel_added"] = d["tunnel_change"] == ADDED
         d["origin"] = None
         if r.last_function:
             d["origin"] = {"function": r.last_function, "age_us": r.last_age_us,
@@ -204,7 +234,7 @@ class DetectorFormatter(Formatter):
                 "csum_start": e.vnet_csum_start, "csum_offset": e.vnet_csum_offset,
                 "flags": e.vnet_flags}
         d["aux2"] = e.aux2
-        return json.dumps(d, sort_keys=True)
+        return record.dumps(d)
 
 
 class Verdict(object):
@@ -289,19 +319,19 @@ def write_static(args, sink):
     from skbtrace import static_check
     report = static_check.collect()
     if args.json:
-        import json
         d = report.to_dict()
         d["type"] = "static"
+        d["tool"] = Detector.name
         d["verdict"] = static_check.verdict(report)
-        sink.write(json.dumps(d, sort_keys=True))
+        sink.write(record.dumps(d))
     else:
         for line in static_check.render_lines(report, verbose=args.verbose):
             sink.write(line)
         sink.write("")
 
 
-def parse_args(argv=None):
-    p = cli.make_parser(PROG, DESCRIPTION, EXAMPLES)
+def make_parser(prog=PROG):
+    p = cli.make_parser(prog, DESCRIPTION, EXAMPLES)
     d = p.add_argument_group("detector")
     d.add_argument("--gso-changes-only", action="store_true",
                    help="only hits where gso_type changed, or first seen with a tunnel bit")
@@ -309,7 +339,11 @@ def parse_args(argv=None):
     m.add_argument("--no-static", action="store_true", help="skip the STATIC section")
     m.add_argument("--static-only", action="store_true",
                    help="print the STATIC section and exit (no bcc, no tracing)")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    return make_parser().parse_args(argv)
 
 
 def _main(argv=None):

@@ -6,9 +6,7 @@ FRAG_LIST, GSO_INFO and a `  -> Flow:` line. Markers: `[!!]` on every CLEAR,
 `[WARNING]` / `[CRITICAL]` by the severity the kernel side computed. Every line
 with a reason names the last hook that changed that skb (`last=`).
 """
-import json
-
-from skbtrace import event
+from skbtrace import event, record
 
 TIME_W = 15
 
@@ -105,7 +103,7 @@ class Formatter(object):
 
     def lines(self, r):
         if self.json_mode:
-            return [json.dumps(self.to_dict(r), sort_keys=True)]
+            return [record.dumps(self.to_dict(r))]
         e = r.ev
         tail = self.markers(r) + self.detail(r)
         if self.verbose:

@@ -76,6 +76,16 @@ class Hook(object):
         return "Hook(%s)" % self.name
 
 
+# What usually loads a hook's module, for the "restart after" advice
+# (net/ipv4/Makefile: udp_tunnel.o, net/ipv6/Makefile: ip6_udp_tunnel.o,
+# both CONFIG_NET_UDP_TUNNEL, a module on Debian and RHEL kernels).
+MODULE_LOADED_BY = {
+    "udp_tunnel": "the first vxlan, geneve or fou device is created",
+    "ip6_udp_tunnel": "the first vxlan, geneve or fou device is created",
+    "virtio_net": "a virtio network device appears",
+}
+
+
 def table(hooks):
     for i, h in enumerate(hooks):
         h.hook_id = i
@@ -160,9 +170,9 @@ def detector_hooks():
              flags=ev.EV_TUNNEL_XMIT,
              why="kernel tunnel xmit ORs the tunnel gso bit (aux: the mask)"),
         Hook("udp_tunnel_xmit_skb", OBSERVE, "TUNNEL_XMIT", skb=3, flags=ev.EV_TUNNEL_XMIT,
-             why="UDP tunnel (vxlan, geneve, fou) transmit over IPv4"),
+             module="udp_tunnel", why="UDP tunnel (vxlan, geneve, fou) transmit over IPv4"),
         Hook("udp_tunnel6_xmit_skb", OBSERVE, "TUNNEL_XMIT", skb=3, flags=ev.EV_TUNNEL_XMIT,
-             why="UDP tunnel transmit over IPv6"),
+             module="ip6_udp_tunnel", why="UDP tunnel transmit over IPv6"),
         Hook("bpf_skb_adjust_room", GSO_CHANGE, "BPF_HELPER", aux=4, aux2=3,
              flags=ev.EV_BPF_HELPER,
              why="BPF encap: ENCAP_L4_UDP sets UDP_TUNNEL|DODGY with no vxlan device"),

@@ -9,12 +9,13 @@ import re
 import subprocess
 import sys
 
-from skbtrace import event, paths
+from skbtrace import event, hooks as hooks_mod, paths
 from skbtrace.errors import EnvError
 
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 KPROBE_PMU = "/sys/bus/event_source/devices/kprobe/type"
 KRETPROBE_MAXACTIVE = 64   # concurrent returns per probe; softirqs on many CPUs
+MODULES_DIR = "/lib/modules"
 _INCLUDE_RE = re.compile(r'^#include "([^"]+)"\s*$', re.M)
 
 
@@ -183,6 +184,37 @@ def loaded_modules():
         return set()
 
 
+def _module_listed(name, listing, release):
+    """Is NAME.ko in /lib/modules/RELEASE/LISTING? None when it cannot be read."""
+    want = set(("%s.ko" % name, "%s.ko" % name.replace("_", "-")))
+    try:
+        with open(os.path.join(MODULES_DIR, release, listing)) as f:
+            for line in f:
+                path = re.sub(r"\.(xz|gz|zst)$", "", line.split(":", 1)[0].strip())
+                if os.path.basename(path) in want:
+                    return True
+    except (IOError, OSError):
+        return None
+    return False
+
+
+def module_skip_reason(name, release=None):
+    """Why a hook in module NAME has no symbol, or None when the module is
+    loaded or built in (then the usual reasons apply). A kprobe needs the
+    code in memory: bcc cannot arm one for a module loaded later, so the
+    advice is a restart."""
+    if name in loaded_modules():
+        return None
+    release = release or platform.release()
+    if _module_listed(name, "modules.builtin", release):
+        return None
+    if _module_listed(name, "modules.dep", release) is False:
+        return "module %s does not exist for this kernel (%s)" % (name, release)
+    when = hooks_mod.MODULE_LOADED_BY.get(name)
+    return "module %s not loaded: restart the tool after `modprobe %s`%s (a kprobe cannot " \
+        "wait for a module)" % (name, name, " (or after %s)" % when if when else "")
+
+
 def resolve_hooks(BPF, hooks):
     """Set hook.symbol or hook.skip_reason for every hook. Patterns are
     anchored: bcc before 0.27 matches by prefix (skb_segment would also catch
@@ -194,7 +226,6 @@ def resolve_hooks(BPF, hooks):
         found = dict((p, sorted(f.decode() if isinstance(f, bytes) else f for f in
                                 BPF.get_kprobe_functions(p.encode()))) for p in patterns)
         counts = {}
-    modules = loaded_modules()
     for h in hooks:
         cands = found[h.symbol_regex()]
         # prefer an exact canonical name, then an older/newer name, then suffixed copies
@@ -206,8 +237,9 @@ def resolve_hooks(BPF, hooks):
         if pick is None and cands:
             pick = cands[0]
         if pick is None:
-            if h.module and h.module not in modules:
-                h.skip_reason = "module %s not loaded" % h.module
+            why = module_skip_reason(h.module) if h.module else None
+            if why:
+                h.skip_reason = why
             elif any(counts.get(n) for n in h.names):
                 h.skip_reason = "in kallsyms but not traceable (kprobe blacklist)"
             else:
@@ -218,6 +250,34 @@ def resolve_hooks(BPF, hooks):
                              "by this name" % (counts[pick], pick))
             continue
         h.symbol = pick
+
+
+class ModuleWatch(object):
+    """Hooks skipped because their module was not loaded: say once when the
+    module appears, since only a restart can trace it."""
+    INTERVAL_S = 5.0
+
+    def __init__(self, hooks, clock=None):
+        import time
+        self.clock = clock or time.monotonic
+        self.waiting = {}       # module -> hook names
+        for h in hooks:
+            if h.symbol is None and h.module and (h.skip_reason or "").startswith(
+                    "module %s not loaded" % h.module):
+                self.waiting.setdefault(h.module, []).append(h.name)
+        self.next_check = self.clock() + self.INTERVAL_S
+
+    def check(self):
+        """Messages for modules loaded since the last look (every INTERVAL_S)."""
+        if not self.waiting or self.clock() < self.next_check:
+            return []
+        self.next_check = self.clock() + self.INTERVAL_S
+        loaded = loaded_modules()
+        out = []
+        for m in sorted(set(self.waiting) & loaded):
+            out.append("module %s was loaded after the start: restart the tool to trace %s"
+                       % (m, ", ".join(self.waiting.pop(m))))
+        return out
 
 
 # --- the program -------------------------------------------------------------

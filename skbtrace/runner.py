@@ -2,7 +2,7 @@
 poll, statistics on SIGINT/SIGTERM."""
 import signal
 
-from skbtrace import btf, event, flightrec, gso as gso_mod, hooks as hooks_mod, loader
+from skbtrace import btf, event, flightrec, gso as gso_mod, hooks as hooks_mod, loader, record
 from skbtrace.clock import Clock
 from skbtrace.decoder import Decoder
 from skbtrace.errors import EnvError
@@ -82,9 +82,33 @@ class _Stop(object):
         self.signal = signum
 
 
+class _Reopen(object):
+    """SIGHUP with -o (logrotate's postrotate): the handler only takes note;
+    the main loop reopens the file between polls, never inside a write."""
+
+    def __init__(self, sink):
+        self.sink = sink
+        self.pending = False
+
+    def __call__(self, _signum, _frame):
+        self.pending = True
+
+    def apply(self):
+        if not self.pending:
+            return
+        self.pending = False
+        err = self.sink.reopen()
+        info("SIGHUP: %s" % (err or "reopened %s" % self.sink.path))
+
+
 def run(tool, formatter_cls=Formatter, stats=None):
     args = tool.args
     sink = Sink(args.output)
+    # Taken from the start: logrotate may signal while bcc still compiles, and
+    # SIGHUP's default would end the run. Without -o there is no file to
+    # reopen, and stdout goes on as it was.
+    rotate = _Reopen(sink)
+    signal.signal(signal.SIGHUP, rotate if args.output else signal.SIG_IGN)
     clock = Clock()
     tool.load_btf()
     if args.ebpf:
@@ -95,6 +119,8 @@ def run(tool, formatter_cls=Formatter, stats=None):
             pass
         return 0
     bcc = loader.preflight()
+    if args.json:
+        record.identity()       # host and boot id as they are at start
     recorder = None
     if args.flight_recorder:
         recorder = flightrec.Recorder(args.flight_recorder, loader.tracefs_dir())
@@ -125,14 +151,14 @@ def run(tool, formatter_cls=Formatter, stats=None):
         if recorder:
             for line in recorder.arm():
                 info(line)
-        return _trace(tool, program, formatter_cls, stats, sink, clock, recorder)
+        return _trace(tool, program, formatter_cls, stats, sink, clock, recorder, rotate)
     finally:
         if recorder:
             for line in recorder.restore():
                 info("flight recorder: " + line)
 
 
-def _trace(tool, program, formatter_cls, stats, sink, clock, recorder):
+def _trace(tool, program, formatter_cls, stats, sink, clock, recorder, rotate):
     args = tool.args
     stop = _Stop()
     decoder = Decoder(tool.hooks)
@@ -141,6 +167,7 @@ def _trace(tool, program, formatter_cls, stats, sink, clock, recorder):
     if stats is None:
         from skbtrace.stats import Stats
         stats = Stats(tool.hooks, tool.event_names)
+    stats.tool = tool.name
     stats.stacks = bool(args.stack_trace)
     stats.flight_recorder = args.flight_recorder
 
@@ -172,10 +199,17 @@ def _trace(tool, program, formatter_cls, stats, sink, clock, recorder):
             sink.write(line)
         info("Tracing %d hooks (%d skipped)... Hit Ctrl-C to end." % (
             len(program.attached), len(tool.hooks) - len(program.attached)))
+        modules = loader.ModuleWatch(tool.hooks)
         while stop.signal is None:
             program.poll(POLL_MS)
+            rotate.apply()
+            for line in modules.check():
+                info(line)
+        # a rotation signalled just before the stop: the rest goes to the new file
+        rotate.apply()
         if stop.signal != "pipe":
             program.poll(0)     # drain what is already in the buffers
+            rotate.apply()
     except ReaderGone:
         return 0
     if sink.gone:
@@ -185,10 +219,10 @@ def _trace(tool, program, formatter_cls, stats, sink, clock, recorder):
     kernel = program.counters()
     hits = program.hook_hits()
     tool.extra_stats(stats)
+    rotate.apply()
     try:
         if args.json:
-            import json
-            sink.write(json.dumps(stats.to_dict(kernel, program.lost_total, hits), sort_keys=True))
+            sink.write(record.dumps(stats.to_dict(kernel, program.lost_total, hits)))
         else:
             for line in stats.render(kernel, program.lost_total, hits):
                 sink.write(line)

@@ -1,7 +1,10 @@
 """Where lines go: stdout, or a file with -o. Every line is flushed as it is
 written, so `| grep` sees it at once and a log survives the crash being
 reproduced as far as the kernel got to write it. A reader that goes away
-(`| head`) ends the run quietly instead of raising BrokenPipeError."""
+(`| head`, a hung-up terminal) ends the run quietly instead of raising
+BrokenPipeError. With -o, reopen() starts a new file at the same path after
+logrotate moved the old one (SIGHUP); it runs between two lines, so no line
+is split across files and none is lost."""
 import errno
 import os
 import sys
@@ -33,7 +36,7 @@ class Sink(object):
             self.stream.write(line + "\n")
             self.stream.flush()
         except (IOError, OSError) as e:
-            if e.errno != errno.EPIPE:
+            if e.errno not in (errno.EPIPE, errno.EIO):     # EIO: the terminal hung up
                 raise
             self._reader_gone()
             raise ReaderGone()
@@ -48,6 +51,25 @@ class Sink(object):
             os.dup2(devnull, self.stream.fileno())
         except (OSError, ValueError):
             pass
+
+    def reopen(self):
+        """Continue in a new file at the path (logrotate renamed the old one).
+        The new file is opened before the old one is closed: if the path
+        cannot be opened, lines keep going to the old file and the error is
+        returned, for one line on stderr."""
+        if not self.path or self.gone:
+            return None
+        try:
+            stream = open(self.path, "a")
+        except (IOError, OSError) as e:
+            return "cannot reopen %s: %s (still writing to the old file)" % (self.path,
+                                                                            e.strerror)
+        old, self.stream = self.stream, stream
+        try:
+            old.close()
+        except (IOError, OSError):
+            pass
+        return None
 
     def close(self):
         if self.gone:

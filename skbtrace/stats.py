@@ -21,6 +21,7 @@ class Stats(object):
     def __init__(self, hooks, event_names):
         self.hooks = hooks
         self.event_names = event_names      # the events this tool can emit, in order
+        self.tool = None                    # the tool's name, for --json
         self.by_event = OrderedDict((n, 0) for n in event_names)
         self.by_severity = {"WARNING": 0, "CRITICAL": 0}
         self.by_hook = {}
@@ -50,11 +51,11 @@ class Stats(object):
         out = ["", "--- Statistics ---", "%-20s%d" % ("Total events:", self.total)]
         for name, n in self.by_event.items():
             label = "%s:" % name if name == "INCONSISTENT" else "%s events:" % name
-            line = "  %-18s%d" % (label, n)
-            if name == "INCONSISTENT":
-                line += "    (CRITICAL %d, WARNING %d)" % (self.by_severity["CRITICAL"],
-                                                           self.by_severity["WARNING"])
-            out.append(line)
+            out.append("  %-18s%d" % (label, n))
+        # Severity is carried by CLEAR and segmentation lines too, not only by
+        # INCONSISTENT: next to the INCONSISTENT count it read as "25 of 15".
+        out.append("  %-18sCRITICAL %d, WARNING %d (any event type)" % (
+            "Findings:", self.by_severity["CRITICAL"], self.by_severity["WARNING"]))
         filtered = sum(kernel.get("FILTERED", []))
         out.append("  %-18s%d" % ("Filtered out:", filtered))
         per_cpu = kernel.get("SUBMIT_FAIL", [])
@@ -110,6 +111,7 @@ class Stats(object):
     def to_dict(self, kernel, lost_cb_total, hook_hits):
         d = {
             "type": "statistics",
+            "tool": self.tool,
             "total_events": self.total,
             "events": dict(self.by_event),
             "severity": dict(self.by_severity),

@@ -36,9 +36,12 @@ class Watcher(runner.Tool):
         return hooks.watcher_hooks()
 
 
+def make_parser(prog=PROG):
+    return cli.make_parser(prog, DESCRIPTION, EXAMPLES)
+
+
 def parse_args(argv=None):
-    p = cli.make_parser(PROG, DESCRIPTION, EXAMPLES)
-    return p.parse_args(argv)
+    return make_parser().parse_args(argv)
 
 
 def _main(argv=None):

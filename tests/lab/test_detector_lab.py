@@ -71,6 +71,14 @@ def test_virtio_gro_complete_and_tunnel_xmit(lab):
     # B: GRO for the receiving vxlan socket sets it on the merged packet
     g = lines_with(out, " GRO_COMPLETE ", "[UDP_TUNNEL ADDED]")
     assert g and "origin=here" in g[0], out
+    # only the setter is marked; the calls around it (udp4_gro_complete, the
+    # outer inet_gro_complete) show the nesting, the inner inet_gro_complete
+    # that udp_gro_complete calls finds the bit already set
+    assert all(" udp_gro_complete " in l and "origin=here" in l for l in g), g
+    assert lines_with(out, " GRO_COMPLETE ", "(nested: set by udp_gro_complete) "
+                      "origin=udp_gro_complete(+"), out
+    assert lines_with(out, " GRO_COMPLETE ", " inet_gro_complete ",
+                      "(nested: already set by an enclosing call)"), out
     # healthy vxlan: no tunnel metadata mismatch anywhere
     assert "[WARNING]" not in out and "reasons=TUNNEL" not in out
     verdict = out[out.index("--- Verdict: who set UDP_TUNNEL ---"):]

@@ -89,7 +89,11 @@ def test_healthy_forwarding_create_clear_and_sigterm_stats(topo):
                                   and " data_len=0 " in l)]
     assert not odd and "[CRITICAL]" not in r.out, odd or r.out
     st = stats_block(r.out)
-    assert "INCONSISTENT:     %d    (CRITICAL 0, WARNING %d)" % (len(inc), len(inc)) in st
+    assert re.search(r"^  INCONSISTENT: +%d$" % len(inc), st, re.M), st
+    # findings count every line with a severity (CLEARs too), not only INCONSISTENT
+    warned = len([l for l in ev if "[WARNING]" in l])
+    assert re.search(r"^  Findings: +CRITICAL 0, WARNING %d \(any event type\)$" % warned, st,
+                     re.M), st
     assert re.search(r"CREATE events:\s+%d" % len([l for l in ev if " CREATE " in l]), st)
     assert "Lost events:        0" in st
     assert int(hook_row(r.out, "skb_gro_receive_list")[1]) > 0
@@ -152,7 +156,8 @@ def test_bpf_pull_data_then_skb_segment_names_the_mutator(lab):
     assert re.search(r"^Stacks:\s+%d events without a stack" % len(bare), stats_block(r.out), re.M)
     assert not bare, bare[:3]
     n = len([l for l in lines if re.match(r"^\d.* INCONSISTENT ", l)])
-    assert n >= 3 and "INCONSISTENT:     %d    (CRITICAL 0," % n in stats_block(r.out)
+    assert n >= 3 and re.search(r"^  INCONSISTENT: +%d$" % n, stats_block(r.out), re.M)
+    assert re.search(r"^  Findings: +CRITICAL 0, WARNING [1-9]", stats_block(r.out), re.M)
 
 
 def _json_events(out):

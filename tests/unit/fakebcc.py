@@ -5,6 +5,7 @@ import ctypes
 import os
 import re
 import signal
+import time
 
 from skbtrace import event
 
@@ -37,6 +38,8 @@ class BPF(object):
     available = []          # kernel function names this fake kernel has
     script = []             # list of polls: each a list of event bytes
     stop_signal = signal.SIGTERM
+    on_poll = {}            # poll number -> callable run before that poll's events
+    poll_s = 0              # time each poll takes, as the real one waits for events
     lost = 0
     percpu = {}
     instances = []
@@ -78,6 +81,10 @@ class BPF(object):
         return FakeTable(self, name)
 
     def perf_buffer_poll(self, timeout=-1):
+        if BPF.poll_s and timeout:
+            time.sleep(BPF.poll_s)
+        if self.polls in BPF.on_poll:
+            BPF.on_poll[self.polls]()
         if self.polls < len(BPF.script):
             for data in BPF.script[self.polls]:
                 buf = ctypes.create_string_buffer(data, len(data))

@@ -1,5 +1,6 @@
 """Detector formatting, virtio header decoding, origin and verdict table."""
 import json
+import re
 
 from skbtrace import decoder, detector, event, gso, hooks
 from skbtrace.stats import Stats
@@ -137,3 +138,124 @@ def test_detector_cli_errors(capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not allowed with argument" in err
     assert detector.main(["--src-ip", "300.1.1.1"]) == 2
+
+
+SKB = 0xffff888abc123000
+CSUM = 0x800        # SKB_GSO_UDP_TUNNEL_CSUM
+
+
+def gro_tunnel_returns(t0):
+    """The GRO_COMPLETE events of one vxlan GRO packet (UDP checksums on), as
+    report() in bpf/skb_vxlan_source_detector.c sends them. The kernel calls
+    inet_gro_complete -> udp4_gro_complete -> udp_gro_complete, which sets
+    UDP_TUNNEL_CSUM and then calls the inner inet_gro_complete (which adds
+    TCPV4); the kretprobes fire innermost first:
+      inner inet_gro_complete: the bit was there at entry and another traced
+        call is still running, so no origin is recorded ("leave it to the
+        outer call");
+      udp_gro_complete: 0 -> bit, no origin yet: it becomes the origin, stamped
+        with this return's time;
+      udp4_gro_complete, outer inet_gro_complete: 0 -> bit, but the origin was
+        recorded after their entry (o->ts_ns >= since), so it is kept."""
+    g = dict(event=event.EV_GRO_COMPLETE, skb=SKB, flags=event.F_ENCAP, gso_size_after=1398)
+    udp = ID["udp_gro_complete"]
+    return [
+        make_event(hook_id=ID["inet_gro_complete"], gso_type_before=CSUM,
+                   gso_type_after=CSUM | 1, ts_ns=t0, **g),
+        make_event(hook_id=udp, gso_type_before=0, gso_type_after=CSUM | 1,
+                   last_hook=udp + 1, last_ts_ns=t0 + 300000, ts_ns=t0 + 300000, **g),
+        make_event(hook_id=ID["udp4_gro_complete"], gso_type_before=0, gso_type_after=CSUM | 1,
+                   last_hook=udp + 1, last_ts_ns=t0 + 300000, ts_ns=t0 + 442000, **g),
+        make_event(hook_id=ID["inet_gro_complete"], gso_type_before=0, gso_type_after=CSUM | 1,
+                   last_hook=udp + 1, last_ts_ns=t0 + 300000, ts_ns=t0 + 494000, **g),
+    ]
+
+
+def run_detector(fake, args, script):
+    from skbtrace.detector import main
+    fake.BPF.available = [h.name for h in HOOKS]
+    fake.BPF.script = [[to_bytes(e) for e in poll] for poll in script]
+    return main(["--no-static"] + args)
+
+
+def test_nested_gro_marks_only_the_setter(fake, capsys):
+    assert run_detector(fake, ["--gso-changes-only"], [gro_tunnel_returns(10 ** 9)]) == 0
+    out = capsys.readouterr().out
+    lines = [l for l in out.splitlines() if re.match(r"^\d\d:.* GRO_COMPLETE ", l)]
+    assert [l.split()[3] for l in lines] == ["inet_gro_complete", "udp_gro_complete",
+                                             "udp4_gro_complete", "inet_gro_complete"]
+    assert [l for l in lines if "[UDP_TUNNEL ADDED]" in l] == [lines[1]]
+    assert "[UDP_TUNNEL ADDED] origin=here" in lines[1]
+    assert "| 0x800(UDP_TUNNEL_CSUM) -> 0x801(TCPV4|UDP_TUNNEL_CSUM) |" in lines[0]
+    assert lines[0].endswith("(nested: already set by an enclosing call)")
+    for l in lines[2:]:
+        assert "| 0x0(NONE) -> 0x801(TCPV4|UDP_TUNNEL_CSUM) |" in l
+        assert "(nested: set by udp_gro_complete) origin=udp_gro_complete(+" in l
+    assert "(+142us)" in lines[2] and "(+194us)" in lines[3]
+    # the verdict counts the packet once, for its setter
+    verdict = out[out.index("--- Verdict: who set UDP_TUNNEL ---"):]
+    assert re.search(r"\nB +GRO completion for a local UDP tunnel socket +udp_gro_complete +1\n",
+                     verdict), verdict
+
+
+def test_nested_gro_json(fake, capsys):
+    assert run_detector(fake, ["--json"], [gro_tunnel_returns(10 ** 9)]) == 0
+    objs = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    ev = [o for o in objs if o["type"] == "event"]
+    assert [(o["function"], o["tunnel_change"], o["tunnel_added"]) for o in ev] == [
+        ("inet_gro_complete", "set_by_enclosing", False),
+        ("udp_gro_complete", "added", True),
+        ("udp4_gro_complete", "added_nested", False),
+        ("inet_gro_complete", "added_nested", False)]
+    assert [o["origin"]["function"] for o in ev[1:]] == ["udp_gro_complete"] * 3
+    assert ev[0]["origin"] is None
+    assert objs[-1]["verdict"]["setters"] == [{"pattern": "B", "class": detector.PATTERNS["B"][1],
+                                               "function": "udp_gro_complete", "skbs": 1}]
+
+
+def test_tunnel_change_cases():
+    """A setter that is not nested (adjust_room), a bit removed, a bit kept."""
+    f = fmt()
+    here = rec(event=event.EV_BPF_HELPER, hook_id=ID["bpf_skb_adjust_room"], gso_type_before=1,
+               gso_type_after=0x403, last_hook=ID["bpf_skb_adjust_room"] + 1, ts_ns=7, last_ts_ns=7)
+    assert detector.tunnel_change(gso.DEFAULT, here) == detector.ADDED
+    gone = rec(event=event.EV_BPF_HELPER, hook_id=ID["bpf_skb_adjust_room"], gso_type_before=0x403,
+               gso_type_after=1, ts_ns=9)
+    assert detector.tunnel_change(gso.DEFAULT, gone) == detector.REMOVED
+    assert "[UDP_TUNNEL REMOVED]" in f.lines(gone)[0]
+    kept = rec(event=event.EV_GSO_SET, hook_id=ID["skb_segment"], gso_type_before=0x403,
+               gso_type_after=0x403, last_hook=ID["bpf_skb_adjust_room"] + 1, last_ts_ns=7,
+               ts_ns=20)
+    assert detector.tunnel_change(gso.DEFAULT, kept) is None
+    assert "nested" not in f.lines(kept)[0]
+
+
+def test_unloaded_tunnel_module_at_start_and_later(fake, capsys, monkeypatch, tmp_path):
+    from skbtrace import loader
+    rel = tmp_path / "6.1.0-test"
+    rel.mkdir()
+    (rel / "modules.builtin").write_text("kernel/drivers/net/virtio_net.ko\n")
+    (rel / "modules.dep").write_text("kernel/net/ipv4/udp_tunnel.ko: \n"
+                                     "kernel/net/ipv6/ip6_udp_tunnel.ko: \n")
+    monkeypatch.setattr(loader, "MODULES_DIR", str(tmp_path))
+    monkeypatch.setattr(loader.platform, "release", lambda: "6.1.0-test")
+    loaded = [set()]
+    monkeypatch.setattr(loader, "loaded_modules", lambda: loaded[0])
+    monkeypatch.setattr(loader.ModuleWatch, "INTERVAL_S", 0)
+    # vxlan's first device loads udp_tunnel while the tool runs
+    fake.BPF.on_poll = {1: lambda: loaded[0].add("udp_tunnel")}
+    from skbtrace.detector import main
+    fake.BPF.available = [h.name for h in HOOKS if not h.module]
+    fake.BPF.script = [[], [], []]
+    assert main(["--no-static"]) == 0
+    out, err = capsys.readouterr()
+    assert ("skipped hook udp_tunnel_xmit_skb: module udp_tunnel not loaded: restart the tool "
+            "after `modprobe udp_tunnel` (or after the first vxlan, geneve or fou device is "
+            "created)") in err
+    assert "skipped hook udp_tunnel6_xmit_skb: module ip6_udp_tunnel not loaded" in err
+    assert err.count("module udp_tunnel was loaded after the start: restart the tool to trace "
+                     "udp_tunnel_xmit_skb\n") == 1
+    assert "ip6_udp_tunnel was loaded" not in err
+    # virtio_net is built in here: its missing symbol has the usual reason
+    assert "skipped hook receive_buf: not in this kernel" in err
+    assert "skipped: module udp_tunnel not loaded: restart the tool" in out

@@ -140,15 +140,19 @@ def test_stats_table():
     st = Stats(HOOKS, WATCHER_EVENTS)
     st.add(rec(event=event.EV_CREATE, hook_id=ID["skb_gro_receive_list"]))
     st.add(rec(event=event.EV_INCONSISTENT, hook_id=ID["skb_segment"], severity=2, reasons=0x20))
+    # a CLEAR with a WARNING: a finding, but not an INCONSISTENT event
+    st.add(rec(event=event.EV_CLEAR, hook_id=ID["bpf_skb_pull_data"], severity=1, reasons=1))
     for h in HOOKS:
         h.symbol = h.name if h.name != "pskb_carve" else None
         h.skip_reason = "not in this kernel (absent, renamed or inlined)" if not h.symbol else None
     kern = {"FILTERED": [3, 4], "SUBMIT_FAIL": [0, 2], "UNPAIRED": [0, 0], "ENTRY_FULL": [0, 0]}
     text = "\n".join(st.render(kern, 5, {ID["skb_segment"]: 9}))
     assert "--- Statistics ---" in text
-    assert "Total events:       2" in text
+    assert "Total events:       3" in text
     assert "  CREATE events:    1" in text
-    assert "  INCONSISTENT:     1    (CRITICAL 1, WARNING 0)" in text
+    lines = text.split("\n")
+    assert "  INCONSISTENT:     1" in lines
+    assert "  Findings:         CRITICAL 1, WARNING 1 (any event type)" in lines
     assert "  Filtered out:     7" in text
     assert "Lost events:        5 (kernel side, per CPU buffer: cpu0=0 cpu1=2; user side" in text
     assert "skipped: not in this kernel" in text
@@ -156,3 +160,24 @@ def test_stats_table():
     assert seg.split()[:3] == ["skb_segment", "9", "1"]
     d = st.to_dict(kern, 5, {})
     assert d["lost_per_cpu"] == [0, 2] and d["events"]["INCONSISTENT"] == 1
+    assert d["severity"] == {"CRITICAL": 1, "WARNING": 1}
+
+
+def test_json_identity_read_once(monkeypatch, tmp_path):
+    from skbtrace import record
+    boot = tmp_path / "boot_id"
+    boot.write_text("6f1c4f7e-0000-4000-8000-000000000001\n")
+    monkeypatch.setattr(record, "BOOT_ID", str(boot))
+    monkeypatch.setattr(record, "_identity", [])
+    monkeypatch.setattr(record.socket, "gethostname", lambda: "node-a")
+    r = rec(event=event.EV_CREATE, hook_id=ID["skb_gro_receive_list"], frag_list_after=FL)
+    d = json.loads(fmt(json_mode=True).lines(r)[0])
+    assert (d["host"], d["boot_id"]) == ("node-a", "6f1c4f7e-0000-4000-8000-000000000001")
+    boot.write_text("changed\n")
+    monkeypatch.setattr(record.socket, "gethostname", lambda: "node-b")
+    d = json.loads(fmt(json_mode=True).lines(r)[0])
+    assert (d["host"], d["boot_id"]) == ("node-a", "6f1c4f7e-0000-4000-8000-000000000001")
+    # no boot id (not Linux, /proc not mounted): null, not a crash
+    monkeypatch.setattr(record, "_identity", [])
+    monkeypatch.setattr(record, "BOOT_ID", str(tmp_path / "missing"))
+    assert json.loads(record.dumps({"type": "x"}))["boot_id"] is None

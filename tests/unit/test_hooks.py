@@ -1,6 +1,8 @@
 import os
 import re
 
+import pytest
+
 from skbtrace import hooks
 
 
@@ -88,3 +90,67 @@ def test_every_hook_line_has_its_macros():
             for line in h.c_line().split("\n"):
                 assert line.split("(")[0] in macros, (c_file, line)
             assert ("leave_##fn" in macros.get("HOOK_%s_RET" % h.kind, "")) == h.has_return(), h
+
+
+def module_tree(tmp_path, builtin=(), dep=()):
+    rel = tmp_path / "6.1.0-test"
+    rel.mkdir()
+    (rel / "modules.builtin").write_text("".join("kernel/%s.ko\n" % m for m in builtin))
+    (rel / "modules.dep").write_text("".join("kernel/net/%s.ko.xz: \n" % m for m in dep))
+    return str(tmp_path)
+
+
+def test_hooks_in_modules():
+    # net/ipv4/Makefile: udp_tunnel-y := udp_tunnel_core.o; net/ipv6/Makefile:
+    # obj-$(CONFIG_NET_UDP_TUNNEL) += ip6_udp_tunnel.o (6.1 and 4.18)
+    mods = dict((h.name, h.module) for h in hooks.detector_hooks() if h.module)
+    assert mods == {"receive_buf": "virtio_net", "udp_tunnel_xmit_skb": "udp_tunnel",
+                    "udp_tunnel6_xmit_skb": "ip6_udp_tunnel"}
+
+
+@pytest.mark.parametrize("builtin,dep,reason", [
+    ((), ("ipv4/udp_tunnel", "ipv6/ip6_udp_tunnel"),
+     "module udp_tunnel not loaded: restart the tool after `modprobe udp_tunnel` (or after the "
+     "first vxlan, geneve or fou device is created) (a kprobe cannot wait for a module)"),
+    (("net/ipv4/udp_tunnel",), (), "not in this kernel (absent, renamed or inlined)"),
+    ((), ("ipv6/ip6_udp_tunnel",), "module udp_tunnel does not exist for this kernel (6.1.0-test)"),
+])
+def test_hook_in_a_module_that_is_not_loaded(monkeypatch, tmp_path, builtin, dep, reason):
+    from skbtrace import loader
+    monkeypatch.setattr(loader, "MODULES_DIR", module_tree(tmp_path, builtin, dep))
+    monkeypatch.setattr(loader.platform, "release", lambda: "6.1.0-test")
+    monkeypatch.setattr(loader, "loaded_modules", lambda: set(["virtio_net"]))
+    monkeypatch.setattr(loader, "scan_kallsyms", lambda pats: (
+        dict((p, ["skb_segment"] if "skb_segment" in p else []) for p in pats), {}, {}))
+    hs = [h for h in hooks.detector_hooks() if h.name in ("udp_tunnel_xmit_skb", "skb_segment",
+                                                          "receive_buf")]
+    loader.resolve_hooks(None, hs)
+    why = dict((h.name, h.skip_reason) for h in hs)
+    assert why["udp_tunnel_xmit_skb"] == reason
+    assert why["skb_segment"] is None
+    # loaded, yet its symbol missing: the usual reason
+    assert why["receive_buf"] == "not in this kernel (absent, renamed or inlined)"
+
+
+def test_module_loaded_later_is_announced_once(monkeypatch):
+    from skbtrace import loader
+    now = [100.0]
+    loaded = [set()]
+    monkeypatch.setattr(loader, "loaded_modules", lambda: loaded[0])
+    hs = hooks.detector_hooks()
+    for h in hs:
+        h.symbol = None if h.module else h.name
+        h.skip_reason = "module %s not loaded: restart ..." % h.module if h.module else None
+    w = loader.ModuleWatch(hs, clock=lambda: now[0])
+    assert w.check() == []                       # not due yet
+    now[0] += 5
+    assert w.check() == []                       # due, nothing loaded
+    loaded[0] = set(["udp_tunnel"])
+    now[0] += 1
+    assert w.check() == []                       # checked 1 s ago: not due
+    now[0] += 5
+    assert w.check() == ["module udp_tunnel was loaded after the start: restart the tool to "
+                         "trace udp_tunnel_xmit_skb"]
+    now[0] += 5
+    assert w.check() == []                       # said once
+    assert sorted(w.waiting) == ["ip6_udp_tunnel", "virtio_net"]

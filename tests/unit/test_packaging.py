@@ -22,7 +22,7 @@ def test_wheel_carries_bpf_and_runs_installed(tmp_path):
     src = tmp_path / "src"
     # a copy, so the build never writes build/ or *.egg-info into the checkout
     shutil.copytree(ROOT, str(src), ignore=shutil.ignore_patterns(
-        ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache"))
+        ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".venv-tools"))
     subprocess.check_call([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
                            "--no-build-isolation", "-w", str(tmp_path / "dist"), str(src)],
                           cwd=str(tmp_path))
@@ -34,6 +34,12 @@ def test_wheel_carries_bpf_and_runs_installed(tmp_path):
     entry = [n for n in names if n.endswith("entry_points.txt")][0]
     ep = zipfile.ZipFile(wheel).read(entry).decode()
     assert "skb_frag_list_watcher = skbtrace.watcher:main" in ep
+    # the manual pages, built from the parsers at build time, go to share/man/man8
+    from skbtrace import __version__, manpage
+    for name, text in manpage.pages():
+        member = "skbtrace-%s.data/data/share/man/man8/%s" % (__version__, name)
+        assert zipfile.ZipFile(wheel).read(member).decode() == text
+        assert "%s = skbtrace." % name[:-2] in ep
     target = tmp_path / "site"
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                            "--target", str(target), wheel])

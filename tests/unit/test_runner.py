@@ -3,34 +3,19 @@ hooks, per-CPU lost counts. The real BPF side is tested in tests/lab."""
 import json
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
 
 import pytest
 
-import fakebcc
 from helpers import fake_flight_system, make_event, to_bytes
 from skbtrace import event, hooks
 from skbtrace.watcher import main
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ID = dict((h.name, h.hook_id) for h in hooks.watcher_hooks())
-
-
-@pytest.fixture
-def fake(monkeypatch):
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    fakebcc.install(monkeypatch)
-    fakebcc.BPF.available = ["skb_segment", "skb_segment_list", "skb_gro_receive_list",
-                             "pskb_expand_head", "__pskb_pull_tail", "udp4_gso_segment"]
-    fakebcc.BPF.instances = []
-    fakebcc.BPF.lost = 0
-    fakebcc.BPF.percpu = {}
-    fakebcc.BPF.stop_signal = signal.SIGTERM
-    yield fakebcc
-    for s, h in old.items():
-        signal.signal(s, h)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -83,6 +68,10 @@ def test_json_mode_and_output_file(fake, tmp_path, capsys):
     assert objs[0]["event"] == "CLEAR" and objs[0]["function"] == "skb_segment_list"
     assert objs[-1]["type"] == "statistics" and objs[-1]["events"]["CLEAR"] == 1
     assert capsys.readouterr().out == ""
+    # every record names the node and the boot it comes from
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        boot_id = f.read().strip()
+    assert [(o["host"], o["boot_id"]) for o in objs] == [(socket.gethostname(), boot_id)] * 2
 
 
 def with_stack(ev, addrs):
