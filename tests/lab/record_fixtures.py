@@ -21,6 +21,7 @@ of the skb that crashed (its address from the flight record). The -dbg
 package is ~860 MB: this is opt-in and never part of CI.
 """
 import argparse
+import gzip
 import os
 import re
 import subprocess
@@ -57,9 +58,16 @@ def calico_topology(lab, encap=True, pull=True):
 
 
 def save(out, name, text):
+    """Tool logs are kept gzipped (the post-mortem command reads .gz, as
+    rotated logs are)."""
     path = os.path.join(out, name)
-    with open(path, "w") as f:
-        f.write(text)
+    if name.endswith((".log", ".json")) and "-calico-" in name:
+        path += ".gz"
+        with gzip.open(path, "wt") as f:
+            f.write(text)
+    else:
+        with open(path, "w") as f:
+            f.write(text)
     print("wrote %s (%d lines)" % (path, text.count("\n")))
 
 
