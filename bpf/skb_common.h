@@ -110,6 +110,7 @@ BPF_PERCPU_ARRAY(scratch, struct scratch_t, 1);
 BPF_PROG_ARRAY(stages, NR_STAGES);
 BPF_PERCPU_ARRAY(counters, u64, NR_COUNTERS);
 BPF_PERCPU_ARRAY(hook_hits, u64, MAX_HOOKS);
+BPF_PERCPU_ARRAY(hook_lost, u64, MAX_HOOKS);	/* perf_submit failures, by hook */
 BPF_HASH(depths, struct task_key_t, u32, 10240);
 BPF_HASH(entries, struct entry_key_t, struct entry_t, 10240);
 BPF_TABLE("lru_hash", u64, struct last_t, last_change, LAST_CHANGE_ENTRIES);
@@ -302,6 +303,108 @@ static __always_inline int addr_eq(u8 *a, u8 fam, u32 w0, u32 w1, u32 w2, u32 w3
 	return w[0] == w0 && w[1] == w1 && w[2] == w2 && w[3] == w3;
 }
 
+/*
+ * The cheap path. On a busy node most hook hits are dropped by the filters;
+ * such a hit must not pay for the whole copy of struct sk_buff and
+ * skb_shared_info (~550 bytes) and the header parsing. prefilter() reads only
+ * the few fields a compiled-in filter needs, straight from the skb, and drops
+ * what it can decide; what it cannot decide cheaply (an address filter when
+ * the skb may carry an inner header) goes on to filter_keep() on the full
+ * copy, which stays the definition of what is kept. Returns 0 to drop.
+ */
+static __always_inline int prefilter(struct sk_buff *skb)
+{
+#if FILTER_GSO_ONLY
+	{
+		unsigned char *head = 0;
+		sk_buff_data_t end = 0;
+		unsigned short gs = 0;
+		unsigned char *shp;
+
+		bpf_probe_read(&head, sizeof(head), &skb->head);
+		bpf_probe_read(&end, sizeof(end), &skb->end);
+#ifdef NET_SKBUFF_DATA_USES_OFFSET
+		shp = head + end;
+#else
+		shp = end;
+#endif
+		bpf_probe_read(&gs, sizeof(gs), &((struct skb_shared_info *)shp)->gso_size);
+		if (gs == 0)
+			return 0;
+	}
+#endif
+#if FILTER_IFINDEX
+	{
+		struct net_device *dev = 0;
+		struct net *net = 0;
+		int ifindex = 0, iif = 0;
+		u32 inum = 0;
+
+		bpf_probe_read(&dev, sizeof(dev), &skb->dev);
+		bpf_probe_read(&iif, sizeof(iif), &skb->skb_iif);
+		if (dev)
+			bpf_probe_read(&ifindex, sizeof(ifindex), &dev->ifindex);
+		if (ifindex != FILTER_IFINDEX && iif != FILTER_IFINDEX)
+			return 0;
+		if (dev) {
+			bpf_probe_read(&net, sizeof(net), &dev->nd_net.net);
+			if (net)
+				bpf_probe_read(&inum, sizeof(inum), &net->ns.inum);
+		}
+		if (inum != FILTER_NETNS_INUM)
+			return 0;
+	}
+#endif
+#if FILTER_SRC || FILTER_DST
+	{
+		unsigned char *head = 0;
+		u16 nh = 0, inh = 0, proto = 0;
+		u8 first = 0, fam = 0, l4 = 0;
+		u8 sa[16] = {}, da[16] = {};
+
+		bpf_probe_read(&proto, sizeof(proto), &skb->protocol);
+		proto = __builtin_bswap16(proto);
+		if (proto != ETH_P_IP && proto != ETH_P_IPV6)
+			return 0;
+		bpf_probe_read(&head, sizeof(head), &skb->head);
+		bpf_probe_read(&nh, sizeof(nh), &skb->network_header);
+		bpf_probe_read(&inh, sizeof(inh), &skb->inner_network_header);
+		bpf_probe_read(&first, 1, head + nh);
+		if ((first >> 4) == 4) {
+			struct iphdr ip = {};
+
+			bpf_probe_read(&ip, sizeof(ip), head + nh);
+			fam = 4;
+			l4 = ip.protocol;
+			__builtin_memcpy(sa, &ip.saddr, 4);
+			__builtin_memcpy(da, &ip.daddr, 4);
+		} else if ((first >> 4) == 6) {
+			struct ipv6hdr ip6 = {};
+
+			bpf_probe_read(&ip6, sizeof(ip6), head + nh);
+			fam = 6;
+			l4 = ip6.nexthdr;
+			__builtin_memcpy(sa, &ip6.saddr, 16);
+			__builtin_memcpy(da, &ip6.daddr, 16);
+		}
+		/* an inner header may match: the full path decides */
+		if ((inh && inh != nh) || l4 == IPPROTO_IPIP || l4 == IPPROTO_IPV6)
+			return 1;
+#if FILTER_SRC
+		if (!addr_eq(sa, fam, FILTER_SRC_W0, FILTER_SRC_W1, FILTER_SRC_W2,
+			     FILTER_SRC_W3, FILTER_SRC_FAMILY))
+			return 0;
+#endif
+#if FILTER_DST
+		if (!addr_eq(da, fam, FILTER_DST_W0, FILTER_DST_W1, FILTER_DST_W2,
+			     FILTER_DST_W3, FILTER_DST_FAMILY))
+			return 0;
+#endif
+	}
+#endif
+	return 1;
+}
+
 /* In-kernel filters, compiled in only when asked for (see CONFIG block).
  * IP filters match the outer or the inner header; --interface matches the
  * device the skb is on or the one it arrived on. Returns 1 to keep. */
@@ -345,6 +448,28 @@ static __always_inline int filter_keep(struct scratch_t *s)
 		return 0;
 #endif
 	return 1;
+}
+
+/* Load the skb, apply the filters. NULL when the hit is not reported. */
+static __always_inline struct scratch_t *load(struct sk_buff *skb, u32 hook_id)
+{
+	struct scratch_t *s = get_scratch();
+
+	if (!s)
+		return 0;
+	if (!prefilter(skb)) {
+		count(CNT_FILTERED);
+		return 0;
+	}
+	if (read_skb(s, skb))
+		return 0;
+	fill_state(s, hook_id);
+	if (!filter_keep(s)) {
+		count(CNT_FILTERED);
+		return 0;
+	}
+	s->ev.skb = (u64)skb;
+	return s;
 }
 
 /* checks: the function the skb is entering, as bits (the watcher's hook
@@ -567,8 +692,14 @@ static __always_inline void before_is_after(struct skb_event *ev)
  * --stack-trace its stack is sent in the same record. */
 static __always_inline void submit(void *ctx, struct skb_event *ev)
 {
-	if (events.perf_submit(ctx, ev, RECORD_SIZE) < 0)
+	if (events.perf_submit(ctx, ev, RECORD_SIZE) < 0) {
+		u32 id = ev->hook_id;
+		u64 *v = hook_lost.lookup(&id);
+
 		count(CNT_SUBMIT_FAIL);
+		if (v)
+			(*v)++;
+	}
 }
 
 /*

@@ -67,22 +67,6 @@ static __always_inline void emit(void *ctx, struct scratch_t *s, u8 event, u32 r
 	submit(ctx, ev);
 }
 
-/* Load the skb, apply the filters. NULL when the hit is not reported. */
-static __always_inline struct scratch_t *load(struct sk_buff *skb, u32 hook_id)
-{
-	struct scratch_t *s = get_scratch();
-
-	if (!s || read_skb(s, skb))
-		return 0;
-	fill_state(s, hook_id);
-	if (!filter_keep(s)) {
-		count(CNT_FILTERED);
-		return 0;
-	}
-	s->ev.skb = (u64)skb;
-	return s;
-}
-
 /* Entry checks at segmentation hooks: the crash site and its neighbours. */
 static __always_inline void entry_check(void *ctx, struct scratch_t *s, u32 reasons)
 {

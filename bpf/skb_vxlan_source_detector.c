@@ -54,21 +54,6 @@ static __always_inline int in_tunnel_segment(void)
 	return v && *v;
 }
 
-static __always_inline struct scratch_t *load(struct sk_buff *skb, u32 hook_id)
-{
-	struct scratch_t *s = get_scratch();
-
-	if (!s || read_skb(s, skb))
-		return 0;
-	fill_state(s, hook_id);
-	if (!filter_keep(s)) {
-		count(CNT_FILTERED);
-		return 0;
-	}
-	s->ev.skb = (u64)skb;
-	return s;
-}
-
 /* Update the origin record and decide whether the hit is worth a line. */
 /* since: entry time of this call; a tunnel origin recorded after it was set
  * by a nested hook (udp_gro_complete inside udp4_gro_complete inside

@@ -139,6 +139,22 @@ class Formatter(object):
             return ["        %s" % s for s in r.stack]
         return ["        [no stack: %s]" % (r.stack_error or "none recorded")]
 
+    def lost_lines(self, lost, per_cpu, per_hook, ts_ns):
+        """A loss where it happened in the stream: bcc reports the dropped
+        records (PERF_RECORD_LOST) in order among the others. per_cpu and
+        per_hook: the kernel's submit-failure counts since the last such
+        line."""
+        if self.json_mode:
+            return [record.dumps({"type": "lost", "tool": self.tool,
+                                  "time": self.clock.iso(ts_ns), "ts_ns": ts_ns,
+                                  "lost": lost, "per_cpu": list(per_cpu),
+                                  "per_hook": dict(per_hook)})]
+        where = " ".join("cpu%d=%d" % (i, n) for i, n in enumerate(per_cpu) if n)
+        hooks = " ".join("%s=%d" % kv for kv in sorted(per_hook.items()) if kv[1])
+        return ["%-*s %-3s [LOST %d] perf buffer full: %d events dropped before this line%s%s"
+                % (TIME_W, self.clock.hms(ts_ns), "-", lost, lost,
+                   " (%s)" % where if where else "", "; hooks: " + hooks if hooks else "")]
+
     # --- JSON -----------------------------------------------------------------
 
     def to_dict(self, r):

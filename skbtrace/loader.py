@@ -341,7 +341,7 @@ class Program(object):
             raise EnvError("no hook could be attached on this kernel; skipped: %s" % "; ".join(
                 "%s (%s)" % (h.name, h.skip_reason) for h in self.hooks))
 
-    def open(self, callback, page_cnt):
+    def open(self, callback, page_cnt, lost_callback=None):
         # struct record_t: the event and, with --stack-trace, its stack
         size = ctypes.sizeof(event.SkbEvent) + 8 * event.STACK_FRAMES
 
@@ -350,6 +350,8 @@ class Program(object):
 
         def _on_lost(count):
             self.lost_total += count
+            if lost_callback:
+                lost_callback(count)
 
         self.bpf["events"].open_perf_buffer(_on_event, page_cnt=page_cnt, lost_cb=_on_lost)
 
@@ -380,6 +382,9 @@ class Program(object):
 
     def hook_hits(self):
         return dict((h.hook_id, sum(self.percpu("hook_hits", h.hook_id))) for h in self.attached)
+
+    def hook_lost(self):
+        return dict((h.hook_id, sum(self.percpu("hook_lost", h.hook_id))) for h in self.attached)
 
     def symbols(self, addrs):
         out = []

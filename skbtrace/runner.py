@@ -3,7 +3,7 @@ poll, statistics on SIGINT/SIGTERM."""
 import signal
 
 from skbtrace import btf, event, flightrec, gso as gso_mod, hooks as hooks_mod, loader, record
-from skbtrace.clock import Clock
+from skbtrace.clock import Clock, monotonic_ns
 from skbtrace.decoder import Decoder
 from skbtrace.errors import EnvError
 from skbtrace.formatter import Formatter
@@ -158,6 +158,32 @@ def run(tool, formatter_cls=Formatter, stats=None):
                 info("flight recorder: " + line)
 
 
+class _LostLines(object):
+    """Turns bcc's lost callback into a [LOST n] line at that point of the
+    stream, with the kernel's per-CPU and per-hook counts since the last one."""
+
+    def __init__(self, program, formatter, sink, hooks, stop):
+        self.program, self.formatter, self.sink, self.stop = program, formatter, sink, stop
+        self.names = dict((h.hook_id, h.name) for h in hooks)
+        self.cpu = []
+        self.hooks = {}
+
+    def __call__(self, count):
+        try:
+            cpu = self.program.percpu("counters", event.CNT_SUBMIT_FAIL)
+            hooks = self.program.hook_lost()
+            d_cpu = [n - (self.cpu[i] if i < len(self.cpu) else 0) for i, n in enumerate(cpu)]
+            d_hook = dict((self.names.get(k, "hook#%d" % k), n - self.hooks.get(k, 0))
+                          for k, n in hooks.items() if n - self.hooks.get(k, 0))
+            self.cpu, self.hooks = cpu, hooks
+            for line in self.formatter.lost_lines(count, d_cpu, d_hook, monotonic_ns()):
+                self.sink.write(line)
+        except ReaderGone:
+            self.stop.signal = "pipe"
+        except Exception as e:  # cannot cross bcc's ctypes callback
+            info("lost-events line not written: %s" % e)
+
+
 def _trace(tool, program, formatter_cls, stats, sink, clock, recorder, rotate):
     args = tool.args
     stop = _Stop()
@@ -190,7 +216,8 @@ def _trace(tool, program, formatter_cls, stats, sink, clock, recorder, rotate):
             stats.decode_errors += 1
             info("event dropped: %s" % e)
 
-    program.open(on_event, args.buffer_pages)
+    program.open(on_event, args.buffer_pages,
+                 lost_callback=_LostLines(program, formatter, sink, tool.hooks, stop))
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
@@ -218,16 +245,17 @@ def _trace(tool, program, formatter_cls, stats, sink, clock, recorder, rotate):
         stats.flight_restored = recorder.restore()
     kernel = program.counters()
     hits = program.hook_hits()
+    lost = program.hook_lost()
     tool.extra_stats(stats)
     rotate.apply()
     try:
         if args.json:
-            sink.write(record.dumps(stats.to_dict(kernel, program.lost_total, hits)))
+            sink.write(record.dumps(stats.to_dict(kernel, program.lost_total, hits, lost)))
         else:
-            for line in stats.render(kernel, program.lost_total, hits):
+            for line in stats.render(kernel, program.lost_total, hits, hook_lost=lost):
                 sink.write(line)
         if args.output and not args.json:
-            for line in stats.render(kernel, program.lost_total, hits):
+            for line in stats.render(kernel, program.lost_total, hits, hook_lost=lost):
                 info(line)
     except ReaderGone:
         return 0

@@ -46,7 +46,7 @@ class Stats(object):
             why = record.stack_error or "empty"
             self.no_stack[why] = self.no_stack.get(why, 0) + 1
 
-    def render(self, kernel, lost_cb_total, hook_hits, attach_notes=None):
+    def render(self, kernel, lost_cb_total, hook_hits, attach_notes=None, hook_lost=None):
         """kernel: dict counter name -> per-CPU list (from Program.counters())."""
         out = ["", "--- Statistics ---", "%-20s%d" % ("Total events:", self.total)]
         for name, n in self.by_event.items():
@@ -83,18 +83,20 @@ class Stats(object):
                     " (%s %d)" % kv for kv in self.no_stack.items())))
         for k, v in self.extra.items():
             out.append("%-20s%s" % (k + ":", v))
+        hook_lost = hook_lost or {}
         out.append("Hooks:")
-        out.append("  %-26s %10s %8s  %s" % ("HOOK", "HITS", "EVENTS", "STATUS"))
+        out.append("  %-26s %10s %8s %6s  %s" % ("HOOK", "HITS", "EVENTS", "LOST", "STATUS"))
         for h in self.hooks:
             if h.symbol:
                 status = "attached %s" % h.symbol
                 if attach_notes and h.name in attach_notes:
                     status += " (%s)" % attach_notes[h.name]
-                out.append("  %-26s %10d %8d  %s" % (h.name, hook_hits.get(h.hook_id, 0),
-                                                     self.by_hook.get(h.hook_id, 0), status))
+                out.append("  %-26s %10d %8d %6d  %s" % (
+                    h.name, hook_hits.get(h.hook_id, 0), self.by_hook.get(h.hook_id, 0),
+                    hook_lost.get(h.hook_id, 0), status))
             else:
-                out.append("  %-26s %10s %8s  skipped: %s" % (h.name, "-", "-",
-                                                             h.skip_reason or "not attached"))
+                out.append("  %-26s %10s %8s %6s  skipped: %s" % (
+                    h.name, "-", "-", "-", h.skip_reason or "not attached"))
         if self.decode_errors:
             out.append("Events dropped as undecodable: %d" % self.decode_errors)
         out.extend(self.extra_lines)
@@ -108,7 +110,7 @@ class Stats(object):
                 "failed": sum(kernel.get("FR_FAILED", [])),
                 "restored": list(self.flight_restored)}
 
-    def to_dict(self, kernel, lost_cb_total, hook_hits):
+    def to_dict(self, kernel, lost_cb_total, hook_hits, hook_lost=None):
         d = {
             "type": "statistics",
             "tool": self.tool,
@@ -128,6 +130,7 @@ class Stats(object):
             "hooks": [{"name": h.name, "symbol": h.symbol,
                        "hits": hook_hits.get(h.hook_id, 0) if h.symbol else None,
                        "events": self.by_hook.get(h.hook_id, 0),
+                       "lost": (hook_lost or {}).get(h.hook_id, 0) if h.symbol else None,
                        "skipped": h.skip_reason} for h in self.hooks],
         }
         d.update(self.extra_dict)

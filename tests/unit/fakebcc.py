@@ -87,6 +87,9 @@ class BPF(object):
             BPF.on_poll[self.polls]()
         if self.polls < len(BPF.script):
             for data in BPF.script[self.polls]:
+                if isinstance(data, int):       # a PERF_RECORD_LOST among the records
+                    self.lost_cb(data)
+                    continue
                 buf = ctypes.create_string_buffer(data, len(data))
                 self.cb(0, ctypes.cast(buf, ctypes.c_void_p), len(data))
         elif self.polls == len(BPF.script):

@@ -162,6 +162,26 @@ def test_flight_recorder_refused_sysctl_is_one_line(fake, capsys, tmp_path, monk
         "kernel.ftrace_dump_on_oops" in err
 
 
+def test_lost_records_show_where_they_happened(fake, capsys):
+    """A full perf buffer: a [LOST n] line between the events around the
+    drop, with the kernel's per-CPU and per-hook counts, and the hook table's
+    LOST column."""
+    seg = ID["skb_segment"]
+    fake.BPF.percpu = {("counters", event.CNT_SUBMIT_FAIL): [0, 5],
+                       ("hook_lost", seg): [0, 5]}
+    ev = to_bytes(make_event(event=event.EV_CREATE, hook_id=ID["skb_gro_receive_list"],
+                             frag_list_after=0xffff000000000001))
+    fake.BPF.script = [[ev, 5, ev]]
+    assert main([]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    i = next(n for n, l in enumerate(lines) if "[LOST 5]" in l)
+    assert " CREATE " in lines[i - 1] and " CREATE " in lines[i + 1]
+    assert lines[i].endswith("[LOST 5] perf buffer full: 5 events dropped before this line "
+                             "(cpu1=5); hooks: skb_segment=5")
+    row = [l for l in lines if l.strip().startswith("skb_segment ")][0].split()
+    assert row[3] == "5"          # HITS EVENTS LOST
+
+
 def test_no_hook_present(fake, capsys):
     fake.BPF.available = []
     assert main([]) == 1

@@ -85,6 +85,17 @@ def test_watcher_records(schema, fake, capsys, tmp_path, monkeypatch):
         validate(schema, o)
 
 
+def test_lost_record(schema, fake, capsys):
+    fake.BPF.percpu = {("counters", event.CNT_SUBMIT_FAIL): [2, 0]}
+    fake.BPF.script = [[3]]
+    from skbtrace.watcher import main
+    assert main(["--json"]) == 0
+    objs = lines_of(capsys.readouterr().out)
+    assert objs[0]["type"] == "lost" and objs[0]["lost"] == 3 and objs[0]["per_cpu"] == [2, 0]
+    for o in objs:
+        validate(schema, o)
+
+
 def test_watcher_stack_records(schema, fake, capsys):
     import struct
     ev = make_event(event=event.EV_CLEAR, hook_id=W["skb_segment_list"], frag_list_before=FL,
