@@ -1,5 +1,6 @@
 """Command-line options both tools share, validated before anything loads."""
 import argparse
+import os
 import sys
 
 from skbtrace import __version__
@@ -40,8 +41,16 @@ def add_version(p):
                    version="%s (skbtrace) %s" % (p.prog, __version__))
 
 
+def invoked_as(prog):
+    """The name the user typed: the installed console script
+    (skb_frag_list_watcher) or the clone's launcher (skb_frag_list_watcher.py),
+    so --help, --version and errors name the command that ran."""
+    called = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return called if called.replace(".py", "") == prog.replace(".py", "") else prog
+
+
 def make_parser(prog, description, examples):
-    p = Parser(prog=prog, description=description, epilog=examples + "\n\n" + SIGNALS,
+    p = Parser(prog=invoked_as(prog), description=description, epilog=examples + "\n\n" + SIGNALS,
                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_version(p)
     f = p.add_argument_group("filters (compiled into the BPF program)")

@@ -53,10 +53,12 @@ PACKAGES = ["python3", "python3-bpfcc", "bpfcc-tools", "python3-pyroute2", "pyth
             "python3-pytest", "iproute2", "ethtool", "tcpdump", "kmod", "procps",
             "initramfs-tools", "busybox", "ca-certificates",
             # test-only kernel modules (tests/lab/kmod) are built in the guest
-            "make", "gcc"]
+            "make", "gcc",
+            # the package installed with pip in the guest (tests/lab/test_install_lab.py)
+            "python3-pip", "python3-setuptools", "python3-wheel"]
 OPTIONAL = ["bpftool", "bpftrace"]
 
-RECIPE_VERSION = 4   # bump when the build steps below change
+RECIPE_VERSION = 5   # bump when the build steps below change
 STUB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guest", "stub-init.sh")
 
 # Fast boot: QEMU starts the decompressed vmlinux through its PVH entry point

@@ -249,3 +249,33 @@ def test_flight_recorder_benign_pull_leaves_warnings_but_no_critical(lab):
                 " %s " % r.field("hook") in l and "0x%016x" % r.int_field("skb") in l]
         assert twin, (r.parts, live[:10])
         assert "reasons=%s " % ",".join(event.reason_names(r.int_field("reasons"))) in twin[0]
+
+
+def test_filters_keep_exactly_the_matching_events(topo):
+    """The cheap path (prefilter) and the full filter agree: a filtered
+    watcher and an unfiltered one on the same traffic; the filtered run's
+    events are exactly the unfiltered run's events that match the filter
+    (destination outer or inner, gso_size at the hook's entry)."""
+    run = "python3 skb_frag_list_watcher.py --json --buffer-pages 256"
+    topo.start_tool(run + " -o /tmp/all.json", name="all", wait=False)
+    topo.start_tool(run + " --gso-only --dst-ip 198.18.1.1 -o /tmp/f.json", name="f", wait=False)
+    topo.wait_tool("all")
+    topo.wait_tool("f")
+    t = [topo.run(cmd) for cmd in BOTH_WAYS]
+    topo.stop_tool(name="all")
+    topo.stop_tool(name="f")
+    evs_all, st_all = _json_events(topo.run("cat /tmp/all.json", check=True).out)
+    evs_f, st_f = _json_events(topo.run("cat /tmp/f.json", check=True).out)
+    assert all(x.rc == 0 for x in t), t
+    assert st_all[0]["lost_total"] == 0 and st_f[0]["lost_total"] == 0, (st_all, st_f)
+
+    def key(e):
+        return (e["event"], e["function"], e["skb"], e["len"], e["gso_size_after"])
+
+    def matches(e):
+        flows = [f for f in (e["flow"], e["inner_flow"]) if f]
+        return e["gso_size_before"] > 0 and any(" -> 198.18.1.1" in f for f in flows)
+    expected = sorted(key(e) for e in evs_all if matches(e))
+    assert expected, evs_all[:5]
+    assert sorted(key(e) for e in evs_f) == expected
+    assert st_f[0]["filtered_out"] > 0
