@@ -101,14 +101,21 @@ bt
 bt -f
 struct sk_buff {skb}
 struct skb_shared_info {shinfo}
-rd -8 {head} {nwords}
+rd -8 {head} {nbytes}
 p/x ((struct skb_shared_info *){shinfo})->gso_type
 eval {head} + {end}
 """
 
 
-def record_crash(out, vmlinux):
+def record_crash(out, vmlinux, vmcore=None):
+    """A new panic in the lab, or (vmcore given) a new session over a kept
+    vmcore and console."""
     kernel = os.environ.get("LAB_KERNEL", "6.1")
+    if vmcore:
+        with open(os.path.join(out, "%s-crash-console.log" % kernel)) as f:
+            console = f.read()
+        session(out, kernel, vmlinux, vmcore, console)
+        return
     vmdir = os.path.join("/var/tmp/skbtrace-lab/vmcores")
     with Lab(stream=False, name="record-crash", vmcore_dir=vmdir) as lab:
         build = lab.run("tests/lab/kmod/build.sh /tmp/kmod", timeout=900)
@@ -126,15 +133,20 @@ def record_crash(out, vmlinux):
         assert died and lab.vmcore, "no panic or no vmcore"
     console = lab.console_text() if lab.tmp else lab._console_text
     save(out, "%s-crash-console.log" % kernel, console)
+    session(out, kernel, vmlinux, lab.vmcore, console)
+    print("vmcore kept: %s" % lab.vmcore)
+
+
+def session(out, kernel, vmlinux, vmcore, console):
     skb = re.search(r"breaking skb ([0-9a-f]{16})", console).group(1)
     # the skb's head and end from crash itself, then the commands that need them
-    first = run_crash(vmlinux, lab.vmcore, "struct sk_buff.head,end 0x%s\n" % skb)
+    first = run_crash(vmlinux, vmcore, "struct sk_buff.head,end 0x%s\n" % skb)
     head = re.search(r"head = 0x([0-9a-f]+)", first).group(1)
     end = int(re.search(r"end = (\d+)", first).group(1))
+    # rd -8 counts 8-bit units: the whole head buffer, up to the shared info
     cmds = CRASH_CMDS.format(skb="0x" + skb, head="0x" + head, end=end,
-                             shinfo="0x%x" % (int(head, 16) + end), nwords=(end + 7) // 8)
-    save(out, "%s-crash-session.txt" % kernel, run_crash(vmlinux, lab.vmcore, cmds, echo=True))
-    print("vmcore kept: %s" % lab.vmcore)
+                             shinfo="0x%x" % (int(head, 16) + end), nbytes=end)
+    save(out, "%s-crash-session.txt" % kernel, run_crash(vmlinux, vmcore, cmds, echo=True))
 
 
 def run_crash(vmlinux, vmcore, cmds, echo=False):
@@ -158,6 +170,8 @@ def main():
     p.add_argument("what", choices=["logs", "crash"])
     p.add_argument("--out", default=DEFAULT_OUT)
     p.add_argument("--vmlinux", help="the guest kernel's vmlinux from its -dbg package")
+    p.add_argument("--vmcore", help="crash: a kept vmcore (and the console already in --out) "
+                                    "instead of a new panic")
     a = p.parse_args()
     os.makedirs(a.out, exist_ok=True)
     t0 = time.time()
@@ -166,7 +180,7 @@ def main():
     else:
         if not a.vmlinux:
             p.error("crash needs --vmlinux (dpkg -x linux-image-<abi>-amd64-dbg_*.deb DIR)")
-        record_crash(a.out, a.vmlinux)
+        record_crash(a.out, a.vmlinux, a.vmcore)
     print("%.0f s" % (time.time() - t0))
 
 
