@@ -442,7 +442,7 @@ class Lab(object):
 
     def stop_tool(self, name="tool", signal_name="TERM", settle=1.0):
         d = "/tmp/bg-%s" % name
-        r = self.run("sleep {s}; pkill -{sig} -f -- '^python3 .*skb_' ; for i in $(seq 300); do "
+        r = self.run("sleep {s}; pkill -{sig} -f -- '^(/usr/bin/)?python3 .*skb_' ; for i in $(seq 300); do "
                      "test -e {d}/rc && break; sleep 0.2; done; cat {d}/rc".format(
                          d=d, s=settle, sig=signal_name), timeout=120)
         out = self.run("cat %s/out" % d).out

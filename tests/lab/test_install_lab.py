@@ -12,6 +12,10 @@ import pytest
 pytestmark = pytest.mark.lab
 
 T = "python3 tests/lab/guest/traffic.py"
+# the lab's init does not put /usr/local/bin on PATH; a login shell would
+LOCAL = "export PATH=/usr/local/bin:$PATH; "
+# a command run from / (nothing of the clone on sys.path) with that PATH
+INSTALLED = "env -C / PATH=/usr/local/bin:/usr/bin:/bin "
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCHEMA = os.path.join(os.path.dirname(os.path.dirname(HERE)), "docs", "schema",
                       "skbtrace-record.schema.json")
@@ -33,11 +37,13 @@ def validate_all(lines):
 @pytest.fixture(scope="module")
 def installed(lab):
     """The package installed from a copy of the clone (the share is read-only,
-    and pip writes build files next to the sources)."""
+    and pip writes build files next to the sources), for the system python as
+    a user would: root's pip on Debian installs under /usr/local (with
+    --prefix /usr/local it would add another local/)."""
     r = lab.run("rm -rf /tmp/src && mkdir /tmp/src && cd /project && "
                 "tar --exclude=.git --exclude=.venv-tools -cf - . | tar -xf - -C /tmp/src && "
-                "python3 -m pip install --no-deps --no-build-isolation --break-system-packages "
-                "--prefix /usr/local /tmp/src 2>&1 | tail -3", timeout=600)
+                "python3 -m pip install -q --no-deps --no-build-isolation --break-system-packages "
+                "/tmp/src", timeout=600)
     assert r.rc == 0, r
     yield lab
     lab.run("python3 -m pip uninstall -y --break-system-packages skbtrace; rm -rf /tmp/src")
@@ -45,7 +51,7 @@ def installed(lab):
 
 def test_installed_commands_run_from_site_packages(installed):
     lab = installed
-    r = lab.run("cd / && for c in skb_frag_list_watcher skb_vxlan_source_detector; do "
+    r = lab.run(LOCAL + "cd / && for c in skb_frag_list_watcher skb_vxlan_source_detector; do "
                 "command -v $c && $c --version; done; "
                 "python3 -c 'import skbtrace, sys; print(skbtrace.__file__)'; "
                 "ls /usr/local/share/man/man8/")
@@ -58,9 +64,9 @@ def test_installed_commands_run_from_site_packages(installed):
     assert "skb_frag_list_watcher.8" in r.out and "skb_vxlan_source_detector.8" in r.out
     lab.run("%s topo --gro-list on" % T, check=True)
     try:
-        w = lab.trace("cd / && exec skb_frag_list_watcher --json",
+        w = lab.trace(INSTALLED + "skb_frag_list_watcher --json",
                       traffic=["%s udp-gso --count 5" % T])
-        d = lab.trace("cd / && exec skb_vxlan_source_detector --json",
+        d = lab.trace(INSTALLED + "skb_vxlan_source_detector --json",
                       traffic=["%s udp-gso --count 5" % T])
     finally:
         lab.run("%s cleanup" % T)

@@ -44,8 +44,8 @@ def attached_symbols(out):
     syms = {}
     for line in stats_block(out).splitlines():
         parts = line.split()
-        if len(parts) >= 5 and parts[3] == "attached":
-            syms[parts[0]] = parts[4]
+        if "attached" in parts[:6] and parts.index("attached") + 1 < len(parts):
+            syms[parts[0]] = parts[parts.index("attached") + 1]
     return syms
 
 
