@@ -12,14 +12,17 @@ udp4/6_ufo_fragment -> skb_udp_tunnel_segment -> skb_segment), which
 consumes it. Time-ordered observations of one address start a new life when
 
   1. the stage goes back (a birth or path event after segmentation, a birth
-     after the path; births repeat freely: nested GRO completions), or
-     segmentation is entered again (a step earlier in the call order, or the
-     same tool's same hook a second time);
-  2. the watcher's last= names a GRO receive hook (skb_gro_receive,
+     after the path);
+  2. segmentation is entered again: a step earlier in the call order, or the
+     same tool's same hook a second time;
+  3. a hook the packet passed at birth or segmentation comes again more than
+     BORN_SLACK_S after its last observation (within it: the other tool
+     reporting the same call, or GRO's nested completions);
+  4. the watcher's last= names a GRO receive hook (skb_gro_receive,
      skb_gro_receive_list) whose time (the event's time minus the age) is
-     after everything seen of a packet already past its birth: the packet was
-     built again after the last thing we saw (its birth events were lost or
-     filtered).
+     after everything seen of a packet GRO already completed or that is past
+     its birth: the packet was built again after the last thing we saw (its
+     birth events were lost or filtered).
 
 `(other head)` (F_LAST_STALE) alone does not cut: __pskb_pull_tail
 reallocates the head of the same packet and carries it in every life of the
@@ -47,7 +50,8 @@ SEGMENT_SITES = frozenset(h.name for h in hooks.watcher_hooks()
                           if h.flags & (hooks.HF_CRASH_CHECK | hooks.HF_LIST_CHECK))
 DETECTOR_EVENT_OF = dict((h.name, h.event) for h in hooks.detector_hooks())
 CLEARING_HOOKS = frozenset(h.name for h in hooks.watcher_hooks() if "CLEAR" in h.event)
-# clock error between the two tools' processes and the µs rounding of ages
+# clock error between the two tools' processes, the µs rounding of ages, and
+# the time one call takes to be reported by both tools
 BORN_SLACK_S = 0.001
 
 

@@ -233,9 +233,9 @@ class Run(object):
         self.kept += 1
         return True
 
-    def stream(self, first):
-        scanners = [src.Scanner(inp, self.day0, stacks=not first, first=first)
-                    for inp in self.tool_inputs]
+    def stream(self, first, addresses=None):
+        scanners = [src.Scanner(inp, self.day0, stacks=not first, first=first,
+                                addresses=addresses) for inp in self.tool_inputs]
         self._scanners = scanners
         return (o for o in ordered([s.observations() for s in scanners]) if self.keep(o))
 
@@ -397,7 +397,8 @@ class Run(object):
             if life.obs is not None:
                 kept[life.key] = life
         tracker = story.Tracker(self.gso, closed, keep=keep, light=True)
-        for obs in self.stream(first=False):
+        addresses = set(k[1] for k in keep)
+        for obs in self.stream(False, addresses if len(addresses) <= 64 else None):
             tracker.add(obs)
         tracker.finish()
         for life in self.picked:

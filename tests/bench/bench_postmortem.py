@@ -115,14 +115,18 @@ def main():
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out, err = proc.communicate()
         dt = time.time() - t0
-        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        child = resource.getrusage(resource.RUSAGE_CHILDREN)
+        rss = child.ru_maxrss
+        cpu = child.ru_utime + child.ru_stime
         if proc.returncode:
             print("skb_postmortem failed (%d): %s" % (proc.returncode, err.decode().strip()))
             return 1
         head = [l for l in out.decode().splitlines() if l.startswith(("packets:", "picked:"))]
         print("\n".join(head))
-        print("skb_postmortem: %.1f s for %.0f MB (two passes): %.1f MB/s; peak RSS %.0f MB" % (
-            dt, size / 2 ** 20, size / 2 ** 20 / dt, rss / 1024.0))
+        print("skb_postmortem: %.1f s for %.0f MB (two passes): %.1f MB/s; %.1f s CPU "
+              "(%.1f MB/s of CPU: what an idle machine gives); peak RSS %.0f MB" % (
+                  dt, size / 2 ** 20, size / 2 ** 20 / dt, cpu, size / 2 ** 20 / cpu,
+                  rss / 1024.0))
     finally:
         if not a.dir:
             shutil.rmtree(directory, ignore_errors=True)

@@ -179,3 +179,37 @@ def test_the_oops_skb_is_picked_from_the_console():
     assert life.setter["function"] == "bpf_skb_adjust_room" and life.setter["how"] == "origin"
     assert life.segment["site"] == "skb_segment" and life.severity == "CRITICAL"
     assert "SEG_NO_PAYLOAD" in life.segment["reasons"]
+
+
+@pytest.mark.parametrize("names", [TEXT, JSON], ids=["text", "json"])
+def test_a_hook_repeated_late_is_another_packet(names):
+    """Rule 3, on the runs where the detector lost events: a GRO completion
+    200 ms after another, or the detector's skb_segment 43 ms after the
+    watcher's, are two packets; within 1 ms they are one call seen twice."""
+    for l in lives(names):
+        for i, o in enumerate(l.obs):
+            if story.stage(o)[0] == story.PATH:
+                continue
+            if any(p.function == o.function for p in l.obs[:i]):
+                assert o.t - l.obs[i - 1].t <= story.BORN_SLACK_S, (hex(l.addr), o.function)
+    spans = [l.last_t - l.first_t for l in lives(TEXT)]
+    assert max(spans) < 0.01
+
+
+def test_second_pass_reads_only_the_picked_skbs_lines(monkeypatch):
+    """Pass 2 parses only lines naming a picked skb: the packets it cuts from
+    them are those pass 1 cut from every line."""
+    def timelines(r):
+        r.pass2()
+        return [[(o.src, o.line_no) for o in l.obs] for l in r.picked]
+    fast = timelines(run_of(TEXT, "--max", "4", "--skb", "0xffff88801e727400", "--skb",
+                            "0xffff888006f7af00"))
+    init = src.Scanner.__init__
+
+    def every_line(self, *a, **kw):
+        kw["addresses"] = None
+        init(self, *a, **kw)
+    monkeypatch.setattr(src.Scanner, "__init__", every_line)
+    full = timelines(run_of(TEXT, "--max", "4", "--skb", "0xffff88801e727400", "--skb",
+                            "0xffff888006f7af00"))
+    assert fast == full and len(full) == 4 and all(full)
