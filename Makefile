@@ -12,14 +12,14 @@ LAB_KERNELS ?= 6.1 5.10 6.12
 HOST_PACKAGES = qemu-system-x86 qemu-utils debootstrap e2fsprogs cpio zstd xz-utils \
 	busybox-static iproute2 ethtool gcc python3-pytest python3-pyroute2 python3-tabulate \
 	python3-pip python3-setuptools python3-wheel python3-venv python3-jsonschema \
-	python3-yaml man-db groff-base logrotate
+	python3-yaml man-db groff-base logrotate python3-hypothesis python3-scapy
 # Checkers from PyPI, in a venv of their own (the tools themselves run on the
 # system python): vermin for Python 3.6, kubernetes-validate with the
 # Kubernetes schemas bundled (validates deploy/ offline).
 VENV_TOOLS = .venv-tools
 TOOLS_PIP = vermin==1.6.0 kubernetes-validate==1.37.0
 
-.PHONY: deps tools image test test-unit test-lab test-lab-selftest test-lab-kernels test-lab-panic test-matrix check-py36 check-deploy man demo bench clean
+.PHONY: deps tools image test test-unit test-lab test-lab-selftest test-lab-kernels test-lab-panic test-matrix check-py36 check-deploy man demo bench bench-postmortem clean
 
 deps:
 	@if ! dpkg -s $(HOST_PACKAGES) >/dev/null 2>&1; then \
@@ -41,7 +41,8 @@ tools: deps
 # file a user runs for syntax and stdlib calls newer than 3.6.
 check-py36: tools
 	$(VENV_TOOLS)/bin/vermin -q -t=3.6- --no-tips --violations \
-		skbtrace bpf/__init__.py skb_frag_list_watcher.py skb_vxlan_source_detector.py setup.py
+		skbtrace bpf/__init__.py skb_frag_list_watcher.py skb_vxlan_source_detector.py \
+		skb_postmortem.py setup.py
 
 # Section-8 pages from the same argparse parsers as --help (setup.py builds
 # and installs them too): build/man/<command>.8, read with man -l.
@@ -99,6 +100,12 @@ demo: image
 
 bench: deps
 	$(PY) tests/bench/bench_pipeline.py
+
+# skb_postmortem on a 1 GB log replayed from the real fixtures: throughput,
+# peak RSS (docs/skb_postmortem.md, OVERHEAD); BENCH_MB to change the size
+BENCH_MB ?= 1024
+bench-postmortem:
+	$(PY) tests/bench/bench_postmortem.py --mb $(BENCH_MB)
 
 clean:
 	rm -rf build dist *.egg-info $(VENV_TOOLS) .pytest_cache

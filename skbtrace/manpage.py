@@ -18,10 +18,12 @@ from skbtrace import __version__
 COMMANDS = [
     ("skb_frag_list_watcher", "skbtrace.watcher"),
     ("skb_vxlan_source_detector", "skbtrace.detector"),
+    ("skb_postmortem", "skbtrace.postmortem"),
 ]
 
 SEE_ALSO_DOCS = "docs/skb_frag_list_watcher.md, docs/skb_vxlan_source_detector.md, " \
-                "docs/deploy.md and docs/crash-reproduction.md in the skbtrace sources"
+                "docs/skb_postmortem.md, docs/deploy.md and docs/crash-reproduction.md in the " \
+                "skbtrace sources"
 
 _SECTION_RE = re.compile(r"^([a-z][a-z ]*):$")
 
@@ -51,6 +53,9 @@ def _epilog_sections(epilog):
 
 
 def _option_head(action):
+    if not action.option_strings:       # a positional argument: its metavar
+        name = "\\fI%s\\fR" % esc(action.metavar or action.dest.upper())
+        return name + (" ..." if action.nargs in ("+", "*") else "")
     names = []
     for opt in action.option_strings:
         txt = "\\fB%s\\fR" % esc(opt)
