@@ -7,7 +7,11 @@ and blank lines and anything else (kept out):
   crash prints them: nested anonymous unions and structs, 6.1's `headers`
   group, 4.18's flat layout, frags as bio_vec (bv_len) or 4.x's skb_frag_t
   (size); values in decimal or hex. `//` and `#` comments and `...` lines
-  (field notes) are skipped;
+  (field notes) are skipped. Of skb->cb, printed as gdb prints a char array
+  (escapes, host-charset characters, `<repeats N times>`), the int at
+  cb + 32: SKB_GSO_CB(skb)->mac_offset, where the outer headers start while
+  the skb is inside __skb_gso_segment (skb_findings decodes them from there
+  at a crash on the GSO path);
 - `rd -8 ADDR N` byte dumps, `rd ADDR N` 64-bit word dumps (little endian;
   also -16/-32) and the stack words of `bt -f`: into .memory, adjacent ranges
   merged;
@@ -46,6 +50,8 @@ SKB_FIELDS = ("len", "data_len", "head", "data", "tail", "end", "mac_header",
               "inner_network_header", "inner_transport_header", "encapsulation",
               "protocol", "cloned")
 SHINFO_FIELDS = ("nr_frags", "gso_size", "gso_type", "gso_segs", "frag_list")
+CB_SIZE = 48                 # sizeof(skb->cb), include/linux/skbuff.h (4.18, 6.1)
+SKB_GSO_CB_OFFSET = 32       # struct skb_gso_cb { int mac_offset; int encap_level; ... }
 
 
 class SkbState(object):
@@ -53,11 +59,15 @@ class SkbState(object):
     protocol is in host order (0x0800 for IPv4; crash prints the __be16 as
     stored, 8 on x86). frags: sizes of skb_shinfo()->frags[] as printed
     (all MAX_SKB_FRAGS entries, stale ones too); frags_bytes: what the first
-    nr_frags of them hold. family/l4proto: the outer IP version and protocol
-    when the memory holds the network header (filled by skb_findings)."""
+    nr_frags of them hold. family/l4proto: the IP version and protocol at
+    network_header, what the live tools' fill_state() reads (filled by
+    skb_findings when the memory holds that header). gso_mac_offset: the int
+    at skb->cb + 32 (SKB_GSO_CB_OFFSET), SKB_GSO_CB(skb)->mac_offset while
+    the skb is inside __skb_gso_segment() (another layer's bytes elsewhere:
+    skb_findings uses it only at a crash on the GSO path)."""
 
     __slots__ = ("addr", "shinfo_addr") + SKB_FIELDS + SHINFO_FIELDS + (
-        "frags", "frags_bytes", "family", "l4proto", "notes")
+        "frags", "frags_bytes", "family", "l4proto", "gso_mac_offset", "notes")
 
     def __init__(self, addr=None):
         for name in self.__slots__:
@@ -365,11 +375,92 @@ def _parse_tree(text, notes, what):
                 break                      # a new member, the comma was missing
             parts.append(val)
             i += 1
+        while parts and _char_array_piece(parts) and _char_array_piece_at(toks, i + 1):
+            i += 1                         # gdb's char array: "ab", '\000' <repeats 9 times>
+            parts.append(",")
+            while i < n and toks[i][0] not in ("comma", "rb", "lb"):
+                parts.append(toks[i][1])
+                i += 1
         stack[-1].items.append((name, " ".join(parts)))
         if i < n and toks[i][0] == "lb":
             i += 1
             skip_depth = 1                 # "x = 0x1 {": not crash's, skipped
     return root, False
+
+
+def _char_array_piece(parts):
+    """True when a value's tokens are one piece of a char array as gdb prints
+    it: a string, or a char with `<repeats N times>`."""
+    first = parts[0]
+    return first.startswith('"') or (first.startswith("'") and len(parts) > 1 and
+                                      parts[1] == "<repeats")
+
+
+def _char_array_piece_at(toks, i):
+    """Whether toks[i] starts another piece of a char array (after a comma)."""
+    if i >= len(toks) or toks[i - 1][0] != "comma":
+        return False
+    kind = toks[i][0]
+    if kind == "str":
+        return True
+    return kind == "chr" and i + 1 < len(toks) and toks[i + 1][1] == "<repeats"
+
+
+_PIECE = re.compile(r'"((?:[^"\\]|\\.)*)"'
+                    r"|'((?:[^'\\]|\\.)+)'\s*<repeats\s+(\d+)\s+times>")
+_CHAR_ESC = re.compile(r"\\([0-7]{1,3}|x[0-9a-fA-F]{1,2}|.)", re.S)
+
+
+def _c_string_bytes(text):
+    """The bytes of one string piece as gdb prints it: octal (or hex)
+    escapes, C escapes, other characters as the host charset (UTF-8) bytes
+    they were printed from. None when an escape is unknown."""
+    out = bytearray()
+    pos = 0
+    for m in _CHAR_ESC.finditer(text):
+        out += text[pos:m.start()].encode("utf-8")
+        e = m.group(1)
+        if e[0] in "01234567":
+            out.append(int(e, 8) & 0xff)
+        elif e[0] == "x" and len(e) > 1:
+            out.append(int(e[1:], 16))
+        elif e in _ESCAPES and e != "0":
+            out.append(_ESCAPES[e])
+        else:
+            return None
+        pos = m.end()
+    out += text[pos:].encode("utf-8")
+    return bytes(out)
+
+
+def _gdb_chars(value):
+    """The bytes of a char array as gdb prints it (`"\\324\\v\\000...",
+    '\\000' <repeats 15 times>, "..."`), or None when the text is not that
+    or holds a character the reader replaced (U+FFFD: not the bytes printed).
+    gdb leaves out one trailing NUL of a char array: the caller knows the
+    array's size."""
+    if not isinstance(value, str) or "\ufffd" in value:
+        return None
+    out = bytearray()
+    pos = 0
+    for m in _PIECE.finditer(value):
+        if value[pos:m.start()].strip(" ,"):
+            return None
+        if m.group(1) is not None:
+            b = _c_string_bytes(m.group(1))
+        else:
+            b = _c_string_bytes(m.group(2))
+            if b is not None:
+                if len(b) != 1:
+                    return None
+                b = b * min(int(m.group(3)), 1 << 20)
+        if b is None:
+            return None
+        out += b
+        pos = m.end()
+    if pos == 0 or value[pos:].strip(" ,."):
+        return None
+    return bytes(out)
 
 
 _ESCAPES = {"n": 10, "t": 9, "r": 13, "v": 11, "f": 12, "a": 7, "b": 8, "e": 27,
@@ -536,12 +627,29 @@ class _Parser(object):
                 if name == "frags":
                     obj.frags = _frag_sizes(value)
                 continue
+            if name == "cb" and obj.typ == "sk_buff":
+                self.gso_cb(obj, value)
+                continue
             if name in SKB_FIELDS or name in SHINFO_FIELDS:
                 v = _num(value)
                 if v is None:
                     obj.notes.append("%s = %r: not a number, ignored" % (name, value))
                 else:
                     obj.fields[name] = v
+
+    def gso_cb(self, obj, value):
+        """skb->cb (char[48] in 4.18 and 6.1) as gdb prints it: keeps the int
+        at SKB_GSO_CB_OFFSET (32), struct skb_gso_cb's mac_offset."""
+        cb = _gdb_chars(value)
+        if cb is not None and len(cb) == CB_SIZE - 1:
+            cb += b"\0"                   # gdb drops a char array's trailing NUL
+        if cb is None or len(cb) != CB_SIZE:
+            obj.notes.append("cb printed as %s: not the %d bytes of skb->cb, not read"
+                             % ("%d bytes" % len(cb) if cb is not None else "text it cannot "
+                                "read back into bytes", CB_SIZE))
+            return
+        obj.fields["gso_mac_offset"] = int.from_bytes(
+            cb[SKB_GSO_CB_OFFSET:SKB_GSO_CB_OFFSET + 4], "little", signed=True)
 
     def struct_block(self, lines, i, typ, lineno):
         """Collect a brace block starting at lines[i]; returns the next index."""
@@ -950,6 +1058,11 @@ SEGMENT_SITES = ("skb_segment",)
 SEGMENT_LIST_SITES = ("skb_segment_list", "__udp_gso_segment_list",
                       "__udpv4_gso_segment_list_csum", "__udpv6_gso_segment_list_csum")
 TUNNEL_SEGMENT = ("skb_udp_tunnel_segment", "__skb_udp_tunnel_segment")
+# __skb_gso_segment() sets SKB_GSO_CB(skb)->mac_offset and calls
+# skb_mac_gso_segment(), whose every caller runs inside it (net/core/dev.c,
+# gre_offload.c, mpls_gso.c, nsh.c in 6.1): a crash below either is on the GSO
+# path, where skb->cb holds struct skb_gso_cb.
+GSO_ENTRY = ("__skb_gso_segment", "skb_mac_gso_segment")
 
 
 class SkbFinding(object):
@@ -1057,13 +1170,15 @@ _MISSING = {"family": "the outer IP header (memory at head + network_header)",
             "frags_bytes": "the frags[] sizes (struct skb_shared_info)"}
 
 
-def _head_view(session, st):
+def _head_view(session, st, first=None):
     """(bytes, start offset from head) of the memory range that holds the
-    start of the skb's packet, or (None, first offset wanted)."""
+    start of the skb's packet (at `first` when given, else at the first of
+    mac_header and network_header), or (None, first offset wanted)."""
     if st.head is None:
         return None, None
     want = [o for o in (st.mac_header, st.network_header) if o is not None and o != 0xffff]
-    first = min(want) if want else st.data_offset()
+    if first is None:
+        first = min(want) if want else st.data_offset()
     if first is None:
         return None, None
     seg = session.segment(st.head + first)
@@ -1115,8 +1230,10 @@ def skb_findings(session, family=None):
                                % (gso.family_dependent_bits(st.gso_type),
                                   gso.for_family("4.18").names(st.gso_type),
                                   gso.for_family("6").names(st.gso_type)))
-        _decode_into(session, st, f)
         applies = crash_skb is None or crash_skb is st
+        on_gso = crash_skb is st and (site_fn in GSO_ENTRY or
+                                      any(fn in GSO_ENTRY for fn in callers))
+        _decode_into(session, st, f, on_gso)
         here = checks if applies else 0
         if checks and not applies:
             f.notes.append("not the skb in the crash frame's registers: crash rule not applied")
@@ -1162,20 +1279,59 @@ def _crash_skb(session, states):
     return None
 
 
-def _decode_into(session, st, f):
-    data, start = _head_view(session, st)
+def _gso_outer(session, st, f, on_gso):
+    """(offset, held): where the outer headers a tunnel GSO handler pulled
+    start (SKB_GSO_CB(skb)->mac_offset, packet._pulled) and whether the
+    memory holds them up to mac_header; (None, False) when there are none."""
+    mo, mac = st.gso_mac_offset, st.mac_header
+    if mo is None or mac is None or mac == 0xffff or st.head is None:
+        return None, False
+    if not on_gso:
+        return None, False             # skb->cb is another layer's there
+    if mo == mac:
+        return None, False             # nothing pulled since __skb_gso_segment
+    if not 0 <= mo < mac:
+        f.notes.append("SKB_GSO_CB(skb)->mac_offset %d (skb->cb + 32) is not before "
+                       "mac_header %d: not used" % (mo, mac))
+        return None, False
+    return mo, session.read(st.head + mo, mac - mo) is not None
+
+
+def _rd_hint(st, first):
+    return "`rd -8 0x%x %d` in crash adds it" % (st.head + first, max(0, st.tail - first))
+
+
+def _decode_into(session, st, f, on_gso=False):
+    outer, held = _gso_outer(session, st, f, on_gso)
+    data, start = _head_view(session, st, outer if held else None)
     if data is None:
+        if outer is not None and st.tail is not None:
+            start = outer
         if st.head is not None and start is not None and st.tail is not None:
-            f.notes.append("the memory does not hold the packet (head+%d..head+%d): "
-                           "`rd -8 0x%x %d` in crash adds it"
-                           % (start, st.tail, st.head + start, max(0, st.tail - start)))
+            f.notes.append("the memory does not hold the packet (head+%d..head+%d): %s"
+                           % (start, st.tail, _rd_hint(st, start)))
         elif st.head is None:
             f.notes.append("skb->head unknown: no packet to decode")
         return
-    f.layers = packet.decode(data, st.offsets(), start)
+    if outer is not None and not held:
+        f.notes.append("the memory holds the packet from head+%d, not the outer headers a "
+                       "tunnel GSO handler pulled (head+%d..head+%d, from "
+                       "SKB_GSO_CB(skb)->mac_offset): decoded from the skb's offsets; %s"
+                       % (start, outer, st.mac_header,
+                          _rd_hint(st, outer) if st.tail is not None else
+                          "`rd -8 0x%x %d` in crash adds them" % (st.head + outer,
+                                                                 st.mac_header - outer)))
+    offsets = st.offsets()
+    if outer is not None:
+        offsets["gso_mac_offset"] = outer
+    f.layers = packet.decode(data, offsets, start)
+    f.notes.extend("packet: %s" % n for n in f.layers.notes)
     for layer in f.layers:
-        if not layer["inner"] and layer["name"] in ("ipv4", "ipv6") and \
-                not layer["truncated"]:
+        # the header at network_header, as fill_state() reads it (the inner
+        # one when a tunnel GSO handler moved the offsets)
+        at_nh = layer["offset"] == st.network_header if st.network_header is not None \
+            else not layer["inner"]
+        if at_nh and layer["name"] in ("ipv4", "ipv6") and not layer["truncated"]:
             st.family = 4 if layer["name"] == "ipv4" else 6
             st.l4proto = layer["fields"].get("protocol",
                                              layer["fields"].get("next_header"))
@@ -1183,10 +1339,18 @@ def _decode_into(session, st, f):
     if st.protocol is not None and st.protocol not in (packet.ETH_P_IP, packet.ETH_P_IPV6):
         st.family, st.l4proto = 0, 0    # fill_state() parses IP only
     skb = {"mac_header": st.mac_header, "network_header": st.network_header,
-           "data": st.data_offset(), "tail": st.tail, "len": st.len}
+           "data": st.data_offset(), "tail": st.tail, "len": st.len,
+           "gso_mac_offset": f.layers.gso_mac_offset}
     f.packet, notes = packet.skb_packet(data, skb, start)
     if f.packet is None:
         f.notes.extend(notes)
+    elif st.data_len and st.frag_list == 0 and st.frags_bytes is not None and \
+            st.frags_bytes < st.data_len:
+        # the rest should be in the frags or the frag_list: say that it is not
+        f.packet.notes = [n.split(": the rest is in page frags")[0] + (
+            ": the rest should be in page frags or the frag_list, but the frags hold %d of "
+            "data_len %d and frag_list is NULL" % (st.frags_bytes, st.data_len))
+            if n.startswith("captured ") else n for n in f.packet.notes]
 
 
 def _pushed_note(st, f):

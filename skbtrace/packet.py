@@ -14,6 +14,15 @@ outer L4 header and inner_mac_header holds one; when the inner offsets are
 unset, VXLAN (4789, 8472) and Geneve (6081) are decoded by port only when the
 header checks out, and the layer says so.
 
+Inside __skb_gso_segment() a tunnel GSO handler (__skb_udp_tunnel_segment,
+gre_gso_segment) pulls the outer headers and moves mac/network/transport_header
+to the inner packet; the outer headers stay in the head from
+SKB_GSO_CB(skb)->mac_offset on (skb->cb + 32, the headroom at
+__skb_gso_segment's entry), and skb_segment() copies them in front of every
+segment. Given that offset (offsets["gso_mac_offset"]; a crash transcript's
+skb->cb has it), decode() decodes them as the outer packet and the skb's
+offsets as the inner one.
+
 Nothing here reads past the bytes given (nor past `tail`, when given: bytes
 after it in the head are not packet data). A header that does not fit becomes
 a layer with "truncated": True and a note (with the fields of its fixed
@@ -24,13 +33,16 @@ offset is from skb->head. decode() returns a list of them (a Decoded, whose
 .notes hold what concerns no single layer).
 
 write_pcap() writes classic pcap (LINKTYPE_ETHERNET). skb_packet() cuts a
-packet from mac_header to tail; when mac_header is unset or equals
-network_header (no link-layer header, e.g. after the kernel's tunnel
-segmentation moved the offsets to the inner packet) it SYNTHESIZES an Ethernet
-header: both MACs 00:00:00:00:00:00, ethertype from the IP version; the
-packet's note says so. orig_len is the length on the wire as the skb counts
-it: skb->len plus the bytes between mac_header and skb->data; a caplen below
-it means the rest is in page frags or the frag_list, not in the head.
+packet from mac_header (from gso_mac_offset when decode() used it) to tail;
+when mac_header is unset or equals network_header (no link-layer header,
+e.g. after the kernel's tunnel segmentation moved the offsets to the inner
+packet, and no gso_mac_offset) it SYNTHESIZES an Ethernet header: both MACs
+00:00:00:00:00:00, ethertype from the IP version; the packet's note says so.
+orig_len is the length on the wire as the skb counts it: skb->len (which
+counts from skb->data) plus the bytes between the packet's start and
+skb->data (skb->data may be past mac_header, e.g. at tcp_gso_segment, or at
+it after skb_segment's __skb_push); a caplen below it means the rest is in
+page frags or the frag_list, not in the head.
 """
 import socket
 import struct
@@ -61,11 +73,14 @@ class PacketError(ValueError):
 
 
 class Decoded(list):
-    """The layers, outermost first; .notes: what concerns no single layer."""
+    """The layers, outermost first; .notes: what concerns no single layer;
+    .gso_mac_offset: the offset the outer headers were decoded from when
+    decode() used offsets["gso_mac_offset"], else None."""
 
     def __init__(self):
         list.__init__(self)
         self.notes = []
+        self.gso_mac_offset = None
 
     @property
     def truncated(self):
@@ -343,7 +358,9 @@ def decode(data, offsets, start=0):
     from head+start on. offsets: mac_header, network_header, transport_header,
     inner_mac_header, inner_network_header, inner_transport_header (from
     head; 0xffff or None: unset), and optionally encapsulation (0/1),
-    protocol (skb->protocol, host order), tail (end of the linear data)."""
+    protocol (skb->protocol, host order), tail (end of the linear data),
+    gso_mac_offset (SKB_GSO_CB(skb)->mac_offset, only for an skb inside
+    __skb_gso_segment: see _pulled)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise PacketError("data must be bytes, not %s" % type(data).__name__)
     if not isinstance(offsets, dict):
@@ -358,6 +375,13 @@ def decode(data, offsets, start=0):
     mac, nh, th = o.get("mac_header"), o.get("network_header"), o.get("transport_header")
     imac, inh, ith = (o.get("inner_mac_header"), o.get("inner_network_header"),
                       o.get("inner_transport_header"))
+    gso_mac = o.get("gso_mac_offset")
+    if gso_mac is not None and _is_set(mac) and _is_set(nh) and 0 <= gso_mac < mac:
+        pulled = _pulled(view, gso_mac, mac, nh, th, o.get("protocol"))
+        if isinstance(pulled, Decoded):
+            _payload_note(pulled, view)
+            return pulled
+        out.notes.append(pulled)
     ethertype = None
     if _is_set(mac) and _is_set(nh) and nh > mac:
         layer, ethertype, end = _ethernet(view, mac, False, nh - mac)
@@ -405,7 +429,60 @@ def decode(data, offsets, start=0):
     return out
 
 
-def _inner_by_offsets(out, view, proto, l4, l4_end, imac, inh, ith):
+def _pulled(view, gso_mac, mac, nh, th, protocol):
+    """The packet of an skb inside __skb_gso_segment() whose tunnel headers a
+    GSO handler has pulled: __skb_gso_segment() saved the headroom at its
+    entry, where the outermost MAC header was, in SKB_GSO_CB(skb)->mac_offset
+    (net/core/dev.c); __skb_udp_tunnel_segment() (net/ipv4/udp_offload.c) and
+    gre_gso_segment() then __skb_pull() the tunnel headers and
+    skb_reset_mac_header(), so mac/network/transport_header name the inner
+    packet only, while head+mac_offset..head+mac_header still hold the outer
+    headers: skb_segment() copies them in front of every segment
+    (skb_tnl_header_len() = mac_header - mac_offset). Decodes Ethernet at
+    gso_mac, IP by its ethertype, the L4 (or GRE) header, then the inner
+    packet at mac_header/network_header/transport_header. Returns a Decoded,
+    or the text of why the bytes at gso_mac are not such outer headers."""
+    out = Decoded()
+    where = "SKB_GSO_CB(skb)->mac_offset head+%d" % gso_mac
+    eth, ethertype, end = _ethernet(view, gso_mac, False)
+    if eth["truncated"]:
+        return "%s: %s; decoded from the skb's offsets" % (where, eth["notes"][0])
+    if ethertype not in (ETH_P_IP, ETH_P_IPV6):
+        return ("%s: ethertype %s there, not IP: decoded from the skb's offsets"
+                % (where, eth["fields"]["ethertype"]))
+    out.append(eth)
+    l3, l4, proto, l4_end = _ip_and_l4(out, view, end, UNSET, False)
+    if l3["truncated"] or proto is None:
+        return "%s: no outer IP header to follow there: decoded from the skb's offsets" % where
+    want = {4: ETH_P_IP, 6: ETH_P_IPV6}.get(l3["fields"].get("version"))
+    if want != ethertype:
+        return ("%s: ethertype %s but an IPv%s header: decoded from the skb's offsets"
+                % (where, eth["fields"]["ethertype"], l3["fields"].get("version")))
+    if proto not in (4, 41, 47) and (l4 is None or l4["truncated"] or l4_end is None):
+        return ("%s: outer protocol %d is not a tunnel's: decoded from the skb's offsets"
+                % (where, proto))
+    if l4_end is None or l4_end > mac:
+        return ("%s: the outer headers end at head+%s, past mac_header (head+%d): decoded "
+                "from the skb's offsets" % (where, l4_end, mac))
+    out.gso_mac_offset = gso_mac
+    out.notes.append("outer headers head+%d..head+%d from SKB_GSO_CB(skb)->mac_offset (the "
+                     "headroom at __skb_gso_segment's entry): the tunnel GSO handler pulled "
+                     "them and moved mac/network/transport_header to the inner packet; "
+                     "skb_segment copies them in front of every segment "
+                     "(skb_tnl_header_len %d)" % (gso_mac, mac, mac - gso_mac))
+    inner_l3 = _inner_by_offsets(out, view, proto, l4, l4_end, mac, nh, th, pulled=True)
+    iwant = {4: ETH_P_IP, 6: ETH_P_IPV6}.get(inner_l3["fields"].get("version"))
+    if iwant and protocol is not None and protocol != iwant:
+        inner_l3["notes"].append("skb->protocol 0x%04x does not say IPv%d"
+                                 % (protocol, inner_l3["fields"]["version"]))
+    return out
+
+
+def _inner_by_offsets(out, view, proto, l4, l4_end, imac, inh, ith, pulled=False):
+    """The tunnel header and the inner packet; returns the inner L3 layer.
+    pulled: the inner packet is at mac/network/transport_header (_pulled)."""
+    names = ("mac_header", "network_header") if pulled else \
+        ("inner_mac_header", "inner_network_header")
     first = imac if _is_set(imac) and imac != 0 and imac <= inh else inh
     if l4 is not None and l4["name"] == "udp" and l4_end is not None:
         gap = first - l4_end
@@ -415,8 +492,9 @@ def _inner_by_offsets(out, view, proto, l4, l4_end, imac, inh, ith):
         if gap == 0:
             if usual:
                 out.notes.append("UDP dport %d is %s's port, but there is no %s header: the "
-                                 "inner packet starts right after the UDP header (inner "
-                                 "offsets)" % (dport, usual, usual))
+                                 "inner packet starts right after the UDP header (%s)"
+                                 % (dport, usual, usual, "at mac_header" if pulled else
+                                    "inner offsets"))
         elif gap > 0:
             if dport in VXLAN_PORTS:
                 layer, _ok = _vxlan(view, l4_end, False)
@@ -438,8 +516,8 @@ def _inner_by_offsets(out, view, proto, l4, l4_end, imac, inh, ith):
         layer, _et, _end = _ethernet(view, imac, True, inh - imac)
         out.append(layer)
     elif _is_set(imac) and imac == inh:
-        out.notes.append("inner_mac_header == inner_network_header: no inner Ethernet header")
-    _ip_and_l4(out, view, inh, ith, True)
+        out.notes.append("%s == %s: no inner Ethernet header" % names)
+    return _ip_and_l4(out, view, inh, ith, True)[0]
 
 
 def _gre_by_header(out, view, off, follow=True):
@@ -509,12 +587,17 @@ class PcapPacket(object):
 def skb_packet(data, skb, start=0):
     """(PcapPacket or None, notes) for an skb whose head bytes from head+start
     are `data`; skb: dict with mac_header, network_header, data (skb->data -
-    skb->head), tail, len. The packet runs from mac_header (or a synthesized
-    Ethernet header) to tail."""
+    skb->head), tail, len, and optionally gso_mac_offset (the offset
+    decode() took the outer headers from, Decoded.gso_mac_offset). The packet
+    runs from gso_mac_offset when given (the outer headers a tunnel GSO
+    handler pulled, as the packet entered __skb_gso_segment), else from
+    mac_header (or a synthesized Ethernet header), to tail."""
     notes = []
     try:
         mac, nh = skb.get("mac_header"), skb.get("network_header")
         tail, length, dataoff = skb.get("tail"), skb.get("len"), skb.get("data")
+        gso_mac = skb.get("gso_mac_offset")
+        gso_mac = None if gso_mac is None else int(gso_mac)
         start = int(start)
     except (AttributeError, TypeError, ValueError):
         raise PacketError("skb must be a dict of offsets")
@@ -522,6 +605,11 @@ def skb_packet(data, skb, start=0):
         return None, ["skb->tail unknown: where the linear data ends is not known"]
     synth = not _is_set(mac) or (_is_set(nh) and mac == nh)
     first = nh if synth else mac
+    if gso_mac is not None and _is_set(mac) and 0 <= gso_mac < mac:
+        first, synth = gso_mac, False
+        notes.append("from head+%d (SKB_GSO_CB(skb)->mac_offset): the outer headers a tunnel "
+                     "GSO handler pulled included, as the packet entered __skb_gso_segment"
+                     % first)
     if not _is_set(first):
         return None, ["neither mac_header nor network_header is set: no packet start"]
     view = _View(data, start, tail)

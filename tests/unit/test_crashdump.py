@@ -1,10 +1,12 @@
 """skbtrace.crashdump on real `crash` output: the lab's 6.1 session (Debian
-crash 8.0.2 over a QEMU dump of a guest that panicked in skb_segment+588),
-its console, and the blocks the users quoted from their RHEL 8 vmcore
-(tests/unit/data/postmortem/seeds/, verbatim)."""
+crash 8.0.2 over a QEMU dump of a guest that panicked in skb_segment+588,
+with `rd -8` of the skb's whole head buffer), its console, and the blocks the
+users quoted from their RHEL 8 vmcore (tests/unit/data/postmortem/seeds/,
+verbatim)."""
 import glob
 import os
 import random
+import re
 import time
 
 import pytest
@@ -17,7 +19,7 @@ except ImportError:     # Debian: python3-hypothesis
     given = None
 
 try:
-    from scapy.all import IP, TCP, rdpcap
+    from scapy.all import Ether, IP, UDP, TCP, raw, rdpcap
 except ImportError:     # Debian: python3-scapy
     IP = None
 
@@ -27,6 +29,8 @@ SEEDS = os.path.join(PM, "seeds")
 SKB = 0xffff888007ce9f00
 HEAD = 0xffff88801b6d8c00
 SHINFO = 0xffff88801b6d8ec0
+END = 704                  # struct sk_buff end: the shared info is at head + 704
+RD = re.compile(r"^(ffff88801b6d8[c-e][0-9a-f]0):  ")   # the session's `rd -8 HEAD 704`
 
 
 def read(path):
@@ -36,6 +40,17 @@ def read(path):
 
 SESSION = read(os.path.join(PM, "6.1-crash-session.txt"))
 CONSOLE = read(os.path.join(PM, "6.1-crash-console.log"))
+
+
+def rd_cut(text, keep):
+    """The real transcript with only the lines of its `rd -8` dump whose
+    address keep(offset from head) accepts: a session that read less."""
+    out = []
+    for line in text.splitlines():
+        m = RD.match(line)
+        if m is None or keep(int(m.group(1), 16) - HEAD):
+            out.append(line)
+    return "\n".join(out) + "\n"
 
 
 def seed(name):
@@ -123,14 +138,41 @@ def test_session_panic_lines_and_log_trace(session):
 
 
 def test_session_memory(session):
-    # rd -8 HEAD 88: the headroom, zeros (the packet is at head+268)
-    assert session.memory[HEAD] == b"\0" * 88
+    # rd -8 HEAD 704: the head buffer up to the shared info at head + end
+    head = session.memory[HEAD]
+    assert len(head) == END and session.read(HEAD + END, 1) is None
+    # the headroom, zeros; the packet from head+226 (the outer Ethernet header,
+    # 2 bytes into the line at head+224) to tail (320); zeros after it
+    assert head[:226] == b"\0" * 226 and head[320:] == b"\0" * (END - 320)
+    assert head[226:240] == bytes.fromhex("023f3c849fea" "9adb4acadeca" "0800")
+    assert head[240:244] == bytes.fromhex("45000ba0")       # IPv4, total length 2976
+    assert head[260:268] == bytes.fromhex("9c4017c10b8c0000")   # UDP 40000 -> 6081
+    assert head[268:272] == bytes.fromhex("45000b84")       # IPv4, total length 2948 = len
+    assert head[288:292] == bytes.fromhex("aaa82328")       # TCP 43688 -> 9000
+    # skb->data (head+268, `data = 0xffff88801b6d8d0c "E"`) points at the inner IPv4
+    st = session.skbs[SKB]
+    assert head[st.data - st.head:st.data - st.head + 1] == b"E"
     # bt -f stack words, little endian, merged into one range
     stack = [a for a in session.memory if a != HEAD]
     assert stack == [0xffffc900000d05a0]
     assert session.read(0xffffc900000d05a0, 8) == (8).to_bytes(8, "little")
     assert session.read(0xffffc900000d06f8 + 8, 8) == SKB.to_bytes(8, "little")
-    assert session.read(HEAD + 88, 1) is None
+
+
+def test_session_gso_cb(session):
+    """skb->cb as gdb prints it (octal escapes, a UTF-8 character for bytes
+    d8 9e): SKB_GSO_CB(skb)->mac_offset at cb + 32 is 226, the headroom at
+    __skb_gso_segment's entry, where the outer Ethernet header is; encap_level
+    next to it is 20, the inner IPv4 header inet_gso_segment added after
+    __skb_udp_tunnel_segment reset it."""
+    assert session.skbs[SKB].gso_mac_offset == 226
+    cb = [l for l in SESSION.splitlines() if l.startswith("  cb = ")][0]
+    b = crashdump._gdb_chars(cb.split(" = ", 1)[1].rstrip(","))
+    assert len(b) == crashdump.CB_SIZE and b[24:28] == bytes.fromhex("d89effff")
+    assert b[32:40] == (226).to_bytes(4, "little") + (20).to_bytes(4, "little")
+    assert crashdump._gdb_chars('"ab", \'\\000\' <repeats 3 times>, "c\\377"') == \
+        b"ab\0\0\0c\xff"
+    assert crashdump._gdb_chars('"a\ufffd"') is None
 
 
 def test_session_findings(session):
@@ -142,8 +184,37 @@ def test_session_findings(session):
     assert f.severity == event.SEV_CRITICAL
     assert f.gso_names == "TCPV4|DODGY|UDP_TUNNEL" and not f.gso_family_dependent
     assert "gso_type=0x403(TCPV4|DODGY|UDP_TUNNEL)" in "\n".join(f.text)
-    assert f.layers is None and f.packet is None
-    assert "`rd -8 0xffff88801b6d8d0c 52` in crash adds it" in "\n".join(f.notes)
+    # the packet from the real bytes: the skb's offsets name the inner packet
+    # (skb_udp_tunnel_segment moved them), SKB_GSO_CB(skb)->mac_offset the
+    # outer headers it pulled
+    assert [(l["name"], l["inner"], l["offset"], l["length"]) for l in f.layers] == [
+        ("ethernet", False, 226, 14), ("ipv4", False, 240, 20), ("udp", False, 260, 8),
+        ("ipv4", True, 268, 20), ("tcp", True, 288, 32)]
+    assert not f.layers.truncated and f.layers.gso_mac_offset == 226
+    eth, oip, udp, iip, tcp = [l["fields"] for l in f.layers]
+    assert (eth["dst"], eth["src"], eth["ethertype"]) == (
+        "02:3f:3c:84:9f:ea", "9a:db:4a:ca:de:ca", "0x0800")
+    assert (oip["src"], oip["dst"], oip["protocol"], oip["total_length"]) == (
+        "198.18.1.1", "198.18.2.1", 17, 2976)
+    assert (udp["sport"], udp["dport"], udp["length"]) == (40000, 6081, 2956)
+    assert (iip["src"], iip["dst"], iip["protocol"], iip["total_length"]) == (
+        "198.18.1.1", "198.18.2.1", 6, 2948)
+    assert (tcp["sport"], tcp["dport"], tcp["header_length"], tcp["flags"]) == (
+        43688, 9000, 32, "PSH|ACK")
+    # 2976 - 28 = 2948 = skb->len (data at the inner IPv4 after __skb_push)
+    assert oip["total_length"] - 28 == iip["total_length"] == f.skb.len
+    notes = "\n".join(f.notes)
+    assert "packet: UDP dport 6081 is Geneve's port, but there is no Geneve header" in notes
+    assert "packet: mac_header == network_header: no inner Ethernet header" in notes
+    assert "packet: outer headers head+226..head+268 from SKB_GSO_CB(skb)->mac_offset" in notes
+    # TCP ends at tail: the head holds headers only (the SEG_NO_PAYLOAD of the
+    # live tools at skb_segment's entry)
+    assert "packet: 0 bytes of payload in the head after the last header" in notes
+    assert "does not hold" not in notes
+    # family/l4proto: what the live tools read at network_header (the inner IPv4)
+    assert (f.skb.family, f.skb.l4proto) == (4, 6)
+    p = f.packet
+    assert p.data == session.memory[HEAD][226:320] and (len(p.data), p.orig_len) == (94, 2990)
     assert any("__skb_push(head_skb, doffset)" in n for n in f.notes)
     # the tunnel rules stay quiet inside skb_udp_tunnel_segment (encapsulation 0,
     # inner == outer are that function's doing), as in the live tools
@@ -252,8 +323,8 @@ def summary(s):
             s.panic, sorted(s.values, key=repr))
 
 
-def test_commands_in_any_order(session):
-    want = summary(session)
+def test_commands_in_any_order():
+    want = summary(crashdump.parse(SESSION))   # not the fixture: skb_findings fills family
     rnd = random.Random(11)
     bl = blocks(SESSION)
     for _ in range(12):
@@ -272,7 +343,8 @@ def test_without_prompts_the_skb_has_no_address():
     assert skb.gso_type is None            # no address: no shared info attached
     assert any("no address" in e for e in s.errors)
     assert "[exception RIP: skb_segment+588]" in s.backtrace
-    assert s.memory[HEAD] == b"\0" * 88
+    assert s.memory[HEAD] == crashdump.parse(SESSION).memory[HEAD] and \
+        len(s.memory[HEAD]) == END
     assert states
 
 
@@ -306,7 +378,8 @@ def render_rd8(addr, data):
 
 
 def test_rd8_renderer_matches_crash(session):
-    real = [l for l in SESSION.splitlines() if l.startswith("ffff88801b6d8c")]
+    real = [l for l in SESSION.splitlines() if RD.match(l)]
+    assert len(real) == END // 16
     assert render_rd8(HEAD, session.memory[HEAD]) == real
 
 
@@ -334,28 +407,62 @@ def test_rd_word_and_halfword_dumps_little_endian():
 
 @pytest.mark.skipif(IP is None, reason="scapy not installed (Debian python3-scapy)")
 def test_packet_and_pcap_when_the_memory_holds_the_head(tmp_path):
-    """The real session plus an `rd -8` of the whole head; the bytes are the
-    lab flow made by scapy (see test_packet), laid out at the dump's offsets."""
-    import test_packet
-    head = test_packet.lab_head()
-    text = SESSION + "\ncrash> rd -8 0xffff88801b6d8c00 704\n" + \
-        "\n".join(render_rd8(HEAD, head)) + "\n"
-    s = crashdump.parse(text)
-    assert s.memory[HEAD] == head          # merged with the 88 bytes dumped before
-    assert s.errors == []                  # which agree: zeros both times
-    (f,) = crashdump.skb_findings(s)
-    # after skb_udp_tunnel_segment the offsets name the inner packet only
-    assert [(l["name"], l["offset"]) for l in f.layers] == [("ipv4", 268), ("tcp", 288)]
-    assert f.layers[1]["fields"]["sport"] == 57964
-    assert f.skb.family == 4 and f.skb.l4proto == 6
+    """The real session: its `rd -8` covers the head, the pcap holds the
+    packet as __skb_gso_segment got it, read back by scapy."""
+    (f,) = crashdump.skb_findings(crashdump.parse(SESSION))
     assert f.reasons == event.RSN_SEG_UNCOVERED
-    assert f.packet.orig_len == 2948 + 14 and len(f.packet.data) == 14 + 52
-    assert any("synthesized" in n for n in f.packet.notes)
+    # caplen: the head from the outer Ethernet header to tail; orig_len:
+    # skb->len (from skb->data, head+268) + the 42 bytes of outer headers
+    assert (len(f.packet.data), f.packet.orig_len) == (320 - 226, 2948 + 268 - 226)
+    assert not any("synthesized" in n for n in f.packet.notes)
+    # the rest would be in the frags or the frag_list: this skb has neither
+    assert "captured 94 of 2990 bytes: the rest should be in page frags or the frag_list, " \
+        "but the frags hold 0 of data_len 2896 and frag_list is NULL" in f.packet.notes
     from skbtrace import packet
     path = str(tmp_path / "crash.pcap")
-    packet.write_pcap(path, [f.packet])
-    p = rdpcap(path)[0]
-    assert p[IP].src == "198.18.1.1" and p[TCP].dport == 9000 and p.wirelen == 2962
+    assert packet.write_pcap(path, [f.packet]) == 1
+    (p,) = rdpcap(path)
+    assert (len(p), p.wirelen) == (94, 2990) and raw(p) == f.packet.data
+    assert (p[Ether].src, p[Ether].dst) == ("9a:db:4a:ca:de:ca", "02:3f:3c:84:9f:ea")
+    assert (p[IP].src, p[IP].dst, p[IP].proto, p[IP].len) == ("198.18.1.1", "198.18.2.1",
+                                                              17, 2976)
+    assert (p[UDP].sport, p[UDP].dport) == (40000, 6081)
+    # scapy leaves port 6081 raw (no Geneve header here): the inner packet is
+    # the UDP payload itself
+    inner = IP(raw(p[UDP].payload))
+    assert (inner.src, inner.dst, inner.len) == ("198.18.1.1", "198.18.2.1", 2948)
+    assert (inner[TCP].sport, inner[TCP].dport, str(inner[TCP].flags)) == (43688, 9000, "PA")
+
+
+def test_a_session_that_read_less_says_what_to_read():
+    """The real transcript with part of its `rd -8` taken out."""
+    # the headroom only (head..head+224): no packet, and the rd command to add it
+    s = crashdump.parse(rd_cut(SESSION, lambda off: off < 224))
+    assert s.memory[HEAD] == b"\0" * 224
+    (f,) = crashdump.skb_findings(s)
+    assert f.layers is None and f.packet is None
+    assert "the memory does not hold the packet (head+226..head+320): `rd -8 " \
+        "0xffff88801b6d8ce2 94` in crash adds it" in f.notes
+    assert f.reasons == event.RSN_SEG_UNCOVERED           # the state alone decides it
+    # from head+256: the inner packet, not the outer headers before it
+    s = crashdump.parse(rd_cut(SESSION, lambda off: off >= 256))
+    (f,) = crashdump.skb_findings(s)
+    assert [(l["name"], l["inner"], l["offset"]) for l in f.layers] == [
+        ("ipv4", False, 268), ("tcp", False, 288)]
+    assert f.layers[1]["fields"]["sport"] == 43688 and f.layers.gso_mac_offset is None
+    assert any(n.startswith("the memory holds the packet from head+256, not the outer headers")
+               and "`rd -8 0xffff88801b6d8ce2 94`" in n for n in f.notes)
+    assert f.packet.orig_len == 2948 + 14 and len(f.packet.data) == 14 + 52
+    assert any("synthesized" in n for n in f.packet.notes)
+    # without `bt` and `log` nothing says the skb is inside __skb_gso_segment:
+    # its cb is then not taken for the GSO CB, the skb's offsets alone are used
+    kept = [b for b in blocks(SESSION) if b[0] not in ("crash> bt", "crash> bt -f",
+                                                       "crash> log")]
+    s = crashdump.parse([line for b in kept for line in b])
+    assert s.crash_site() is None and s.skbs[SKB].gso_mac_offset == 226
+    (f,) = crashdump.skb_findings(s)
+    assert [(l["name"], l["offset"]) for l in f.layers] == [("ipv4", 268), ("tcp", 288)]
+    assert f.layers.gso_mac_offset is None and f.packet.orig_len == 2948 + 14
 
 
 # --- bad input ------------------------------------------------------------------

@@ -189,7 +189,11 @@ def test_console_and_crash_session_tell_one_skb():
     tl = out.split("timeline:\n")[1].split("\n\n")[0].splitlines()
     assert tl[-1].startswith("  [2] crash> struct sk_buff 0xffff888007ce9f00 (panic in "
                              "skb_segment): [CRITICAL] reasons=SEG_UNCOVERED")
-    assert "the memory does not hold the packet (head+268..head+320)" in out
+    # the session's `rd -8` of the head: the packet as __skb_gso_segment got it
+    assert "crash:       packet: ethernet | ipv4 198.18.1.1 > 198.18.2.1 | udp 40000 > 6081 " \
+           "| inner ipv4 198.18.1.1 > 198.18.2.1 | inner tcp 43688 > 9000\n" in out
+    assert "packet: UDP dport 6081 is Geneve's port, but there is no Geneve header" in out
+    assert "does not hold" not in out
 
 
 def test_crash_json_record():
@@ -215,48 +219,64 @@ def test_seed_blocks_pasted_from_crash():
     assert rc == 0 and "gso_type=0x403(TCPV4|DODGY|UDP_TUNNEL)" in out
 
 
-def rd8(addr, data):
-    """`rd -8` output as crash prints it (the real session's format)."""
-    out = []
-    for i in range(0, len(data), 16):
-        chunk = bytearray(data[i:i + 16])
-        out.append("%x:  %s   %s" % (addr + i, " ".join("%02x" % b for b in chunk),
-                                     "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)))
-    return "\n".join(out) + "\n"
+HEAD = 0xffff88801b6d8c00
 
 
 def test_pcap_of_the_crashed_skb(tmp_path):
-    """The real session plus the `rd -8` of its head that the recorded one
-    lacks (it read 88 bytes): the head is laid out from the lab's real flow
-    as test_packet does, the rest is the real transcript."""
+    """The real session: its `rd -8` of the head holds the packet."""
     scapy = pytest.importorskip("scapy.all", reason="python3-scapy")
-    from test_packet import lab_head
-    with open(CRASH_SESSION) as f:
-        text = f.read()
-    session = tmp_path / "session.txt"
-    session.write_text(text + "crash> rd -8 0xffff88801b6d8c00 704\n" +
-                       rd8(0xffff88801b6d8c00, lab_head()))
     pcap = tmp_path / "skb.pcap"
-    rc, out, _err = run([str(session), "--pcap", str(pcap)])
+    rc, out, _err = run([CRASH_SESSION, "--pcap", str(pcap)])
     assert rc == 0
     assert "pcap: 1 packet written to %s" % pcap in out
-    assert "crash:       packet: ipv4 198.18.1.1 > 198.18.2.1 | tcp 57964 > 9000" in out
+    assert "pcap: 94 bytes from the head (from head+226 (SKB_GSO_CB(skb)->mac_offset): the " \
+           "outer headers a tunnel GSO handler pulled included" in out
+    assert "captured 94 of 2990 bytes: the rest should be in page frags or the frag_list, " \
+           "but the frags hold 0 of data_len 2896 and frag_list is NULL)" in out
     pkts = scapy.rdpcap(str(pcap))
     assert len(pkts) == 1
-    ip = pkts[0][scapy.IP]
-    assert (ip.src, ip.dst, ip[scapy.TCP].sport, ip[scapy.TCP].dport) == (
-        "198.18.1.1", "198.18.2.1", 57964, 9000)
+    p = pkts[0]
+    assert (len(p), p.wirelen) == (94, 2990)
+    with open(CRASH_SESSION) as f:
+        head = bytes.fromhex(" ".join(l[19:66] for l in f.read().splitlines()
+                                     if l.startswith("ffff88801b6d8") and l[16:18] == ": "))
+    assert scapy.raw(p) == head[226:320]
+    assert (p[scapy.IP].src, p[scapy.IP].dst, p[scapy.UDP].sport, p[scapy.UDP].dport) == (
+        "198.18.1.1", "198.18.2.1", 40000, 6081)
+    inner = scapy.IP(scapy.raw(p[scapy.UDP].payload))      # no Geneve header
+    assert (inner.src, inner.dst, inner[scapy.TCP].sport, inner[scapy.TCP].dport) == (
+        "198.18.1.1", "198.18.2.1", 43688, 9000)
     if shutil.which("tshark"):
-        p = subprocess.Popen(["tshark", "-r", str(pcap)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)
+        p = subprocess.Popen(["tshark", "-r", str(pcap), "-d", "udp.port==6081,ip", "-T",
+                              "fields", "-e", "frame.len", "-e", "frame.cap_len", "-e",
+                              "udp.dstport", "-e", "tcp.srcport", "-e", "tcp.dstport"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         tout, terr = p.communicate(timeout=60)
-        assert p.returncode == 0 and b"9000" in tout, terr
+        assert p.returncode == 0, terr
+        assert tout.decode().split() == ["2990", "94", "6081", "43688", "9000"], tout
+
+
+def session_without_packet_bytes(path):
+    """The real transcript with its `rd -8` cut after the headroom (the
+    lines from head+224 on, where the packet starts, taken out)."""
+    with open(CRASH_SESSION) as f:
+        lines = f.read().splitlines()
+    rd = [i for i, l in enumerate(lines) if l.startswith("ffff88801b6d8") and l[16:18] == ": "]
+    assert len(rd) == 44
+    cut = [i for i in rd if int(lines[i][:16], 16) >= HEAD + 224]
+    assert len(cut) == 30 and all(lines[i].endswith("................") for i in rd
+                                  if i not in cut)
+    path.write_text("\n".join(l for i, l in enumerate(lines) if i not in set(cut)) + "\n")
+    return str(path)
 
 
 def test_pcap_without_bytes_says_why(tmp_path):
     scapy = pytest.importorskip("scapy.all", reason="python3-scapy")
     pcap = tmp_path / "none.pcap"
-    rc, out, _err = run([CRASH_SESSION, "--pcap", str(pcap)])
+    session = session_without_packet_bytes(tmp_path / "headroom-only.txt")
+    rc, out, _err = run([session, "--pcap", str(pcap)])
     assert rc == 0 and "pcap: no packet could be rebuilt (the crash output does not hold " \
                        "the packet bytes" in out
+    assert "the memory does not hold the packet (head+226..head+320): `rd -8 " \
+           "0xffff88801b6d8ce2 94` in crash adds it" in out
     assert len(scapy.rdpcap(str(pcap))) == 0
