@@ -62,11 +62,16 @@ test-lab: image
 # Real panics (a guest each), read from the dead guest's serial console: the
 # flight recorder's proof. LAB_PANIC_KERNELS: where CI runs them.
 LAB_PANIC_KERNELS ?= 6.1 5.10
+# On 5.10 CI leaves out the plain injected panic (the encapsulated one goes
+# through the same skb_segment site, and the natural panic runs there): a boot
+# and two compiles less. LAB_PANIC_ALL=1 runs every panic test everywhere.
+LAB_PANIC_SKIP_5.10 = plain
 test-lab-panic: deps
 	@set -e; for k in $(LAB_PANIC_KERNELS); do \
 		echo "=== lab panic tests on LAB_KERNEL=$$k ==="; \
 		$(PY) tests/lab/image.py --kernel $$k >/dev/null; \
-		LAB_KERNEL=$$k $(PY) -m pytest tests/lab -m panic -v -rs --durations=0 -p no:cacheprovider; \
+		sel=""; if [ "$$k" = 5.10 ] && [ -z "$(LAB_PANIC_ALL)" ]; then sel="not $(LAB_PANIC_SKIP_5.10)"; fi; \
+		LAB_KERNEL=$$k $(PY) -m pytest tests/lab -m panic $${sel:+-k "$$sel"} -v -rs --durations=0 -p no:cacheprovider; \
 	done
 
 # only the lab's own self-tests (boot, BCC, traffic, injector)
