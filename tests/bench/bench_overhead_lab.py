@@ -109,12 +109,16 @@ def measure_hits(lab, seconds):
     def guest(mode):
         def start():
             lab.run("rm -f /tmp/bench-stop; nohup python3 tests/bench/guest_bench.py %s "
-                    "> /tmp/bench-%s.out 2>&1 & for i in $(seq 1500); do grep -q ready "
-                    "/tmp/bench-%s.out && exit 0; sleep 0.2; done; cat /tmp/bench-%s.out; exit 1"
-                    % (mode, mode, mode, mode), check=True, timeout=400)
+                    "> /tmp/bench-%s.out 2>&1 & echo $! > /tmp/bench.pid; for i in $(seq 1500); "
+                    "do grep -q ready /tmp/bench-%s.out && exit 0; sleep 0.2; done; "
+                    "cat /tmp/bench-%s.out; exit 1" % (mode, mode, mode, mode),
+                    check=True, timeout=400)
 
         def stop():
-            lab.run("touch /tmp/bench-stop; sleep 1; pkill -f guest_bench.py; true")
+            # the stop file ends it; a pattern kill would also hit this shell
+            lab.run("touch /tmp/bench-stop; for i in $(seq 100); do "
+                    "kill -0 $(cat /tmp/bench.pid) 2>/dev/null || exit 0; sleep 0.2; done; "
+                    "kill $(cat /tmp/bench.pid)")
         return start, stop
 
     one("empty kprobe/kretprobe on the watcher's hooks", *guest("floor"))

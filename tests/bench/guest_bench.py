@@ -89,12 +89,18 @@ def bpftrace():
     path = "/tmp/bench-peer.bt"
     with open(path, "w") as f:
         f.write(bpftrace_script())
-    p = subprocess.Popen(["bpftrace", path], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         universal_newlines=True)
-    line = p.stderr.readline()      # "Attaching N probes..."
-    if "Attaching" not in line:
-        sys.stderr.write(line + p.stderr.read())
-        sys.exit(1)
+    out = "/tmp/bench-peer.out"
+    # its output (and the "Attaching N probes..." line) to a file: a pipe
+    # nobody reads would block it
+    p = subprocess.Popen(["bpftrace", "-o", out, path], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, universal_newlines=True)
+    for _ in range(3000):
+        if p.poll() is not None:
+            sys.stderr.write(p.stderr.read())
+            sys.exit(1)
+        if os.path.exists(out) and "Attaching" in open(out).read(4096):
+            break
+        time.sleep(0.2)
     time.sleep(2)                   # attaching many kprobes takes a while under TCG
     wait_stop()
     p.terminate()
