@@ -96,7 +96,9 @@ def measure_hits(lab, seconds):
         base = delta_stats(before, mid)
         rows = dict((k, (v[0], v[1] - base.get(k, (0, 0, 0))[1], v[2] - base.get(k, (0, 0, 0))[2]))
                     for k, v in rows.items())
-        hits, ns = per_hit(rows, ("enter_", "leave_", "kprobe", "kretprobe", "floor_"))
+        # every program loaded by this configuration: the tools' stubs
+        # (enter_*/leave_*), the floor's, bpftrace's (named after the function)
+        hits, ns = per_hit(rows)
         results.append((label, hits, ns, rate))
         top = sorted(rows.values(), key=lambda r: -r[2])[:6]
         print("%-44s hits %8d  %8.0f ns/hit  (busiest: %s)" % (
