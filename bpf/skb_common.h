@@ -358,8 +358,8 @@ static __always_inline int prefilter(struct sk_buff *skb)
 #if FILTER_SRC || FILTER_DST
 	{
 		unsigned char *head = 0;
-		u16 nh = 0, inh = 0, proto = 0;
-		u8 first = 0, fam = 0, l4 = 0;
+		u16 nh = 0, inh = 0, proto = 0, sp = 0, dp = 0, next = 0;
+		u8 fam = 0, l4 = 0;
 		u8 sa[16] = {}, da[16] = {};
 
 		bpf_probe_read(&proto, sizeof(proto), &skb->protocol);
@@ -369,24 +369,7 @@ static __always_inline int prefilter(struct sk_buff *skb)
 		bpf_probe_read(&head, sizeof(head), &skb->head);
 		bpf_probe_read(&nh, sizeof(nh), &skb->network_header);
 		bpf_probe_read(&inh, sizeof(inh), &skb->inner_network_header);
-		bpf_probe_read(&first, 1, head + nh);
-		if ((first >> 4) == 4) {
-			struct iphdr ip = {};
-
-			bpf_probe_read(&ip, sizeof(ip), head + nh);
-			fam = 4;
-			l4 = ip.protocol;
-			__builtin_memcpy(sa, &ip.saddr, 4);
-			__builtin_memcpy(da, &ip.daddr, 4);
-		} else if ((first >> 4) == 6) {
-			struct ipv6hdr ip6 = {};
-
-			bpf_probe_read(&ip6, sizeof(ip6), head + nh);
-			fam = 6;
-			l4 = ip6.nexthdr;
-			__builtin_memcpy(sa, &ip6.saddr, 16);
-			__builtin_memcpy(da, &ip6.daddr, 16);
-		}
+		parse_l3(head, nh, (u16)~0U, &fam, &l4, sa, da, &sp, &dp, &next);
 		/* an inner header may match: the full path decides */
 		if ((inh && inh != nh) || l4 == IPPROTO_IPIP || l4 == IPPROTO_IPV6)
 			return 1;
