@@ -51,17 +51,20 @@ def installed(lab):
 
 def test_installed_commands_run_from_site_packages(installed):
     lab = installed
-    r = lab.run(LOCAL + "cd / && for c in skb_frag_list_watcher skb_vxlan_source_detector; do "
+    r = lab.run(LOCAL + "cd / && for c in skb_frag_list_watcher skb_vxlan_source_detector "
+                "skb_postmortem; do "
                 "command -v $c && $c --version; done; "
                 "python3 -c 'import skbtrace, sys; print(skbtrace.__file__)'; "
                 "ls /usr/local/share/man/man8/")
     assert r.rc == 0, r
     assert "/usr/local/bin/skb_frag_list_watcher" in r.out
     assert "/usr/local/bin/skb_vxlan_source_detector" in r.out
+    assert "/usr/local/bin/skb_postmortem" in r.out
     # the installed command names itself as it was called, not as the clone's launcher
     assert re.search(r"^skb_frag_list_watcher \(skbtrace\) \d+\.\d+", r.out, re.M), r.out
     assert "dist-packages/skbtrace/__init__.py" in r.out, r.out
-    assert "skb_frag_list_watcher.8" in r.out and "skb_vxlan_source_detector.8" in r.out
+    for page in ("skb_frag_list_watcher.8", "skb_vxlan_source_detector.8", "skb_postmortem.8"):
+        assert page in r.out, r.out
     lab.run("%s topo --gro-list on" % T, check=True)
     try:
         w = lab.trace(INSTALLED + "skb_frag_list_watcher --json",
@@ -78,6 +81,14 @@ def test_installed_commands_run_from_site_packages(installed):
     assert do[0]["type"] == "static"
     # fleet attribution on every record
     assert all(o["host"] and o["boot_id"] for o in wo + do)
+    # the third command, installed too, reads what the other two wrote
+    lab.run("cat > /tmp/w.json <<'EOF'\n%s\nEOF\ncat > /tmp/d.json <<'EOF'\n%s\nEOF"
+            % (w.out.rstrip("\n"), d.out.rstrip("\n")), check=True)
+    pm = lab.run(INSTALLED + "skb_postmortem --json --node %s /tmp/w.json /tmp/d.json"
+                 % wo[0]["host"])
+    assert pm.rc == 0, pm
+    pmo = [json.loads(l) for l in pm.out.splitlines() if l.startswith("{")]
+    assert pmo and any(o.get("type", "").startswith("postmortem") for o in pmo), pm.out[:2000]
 
 
 def test_unit_command_rotates_on_sighup_and_stops_on_sigterm(installed):
