@@ -30,10 +30,12 @@
 struct call_t {
 	u64 skb;
 	u64 aux;
+	u64 ret;	/* return stubs: the traced function's return value */
 	u32 hook_id;
 	u32 hflags;
 	u8  aux2;
-	u8  pad[7];
+	u8  stack_skip;	/* frames of the hook's own making atop its stack */
+	u8  pad[6];
 };
 
 /* Entry state, kept from entry to return of one hook call. */
@@ -105,8 +107,16 @@ struct last_t {
 	u8  pad[5];
 };
 
+/* Scratch by nesting level. kprobe programs never nest on a CPU (the kernel
+ * skips a kprobe program while another runs there), fentry/fexit programs
+ * do: a softirq arriving while a hook runs in a task runs its own hooks on
+ * the same CPU. Each running hook takes the next level, so the interrupted
+ * one finds its scratch intact; deeper nesting is counted and not traced. */
+#define SCRATCH_LEVELS 4
+
 BPF_PERF_OUTPUT(events);
-BPF_PERCPU_ARRAY(scratch, struct scratch_t, 1);
+BPF_PERCPU_ARRAY(scratch, struct scratch_t, SCRATCH_LEVELS);
+BPF_PERCPU_ARRAY(levels, u32, 1);
 BPF_PROG_ARRAY(stages, NR_STAGES);
 BPF_PERCPU_ARRAY(counters, u64, NR_COUNTERS);
 BPF_PERCPU_ARRAY(hook_hits, u64, MAX_HOOKS);
@@ -129,10 +139,40 @@ static __always_inline void count_hit(u32 hook_id)
 		(*v)++;
 }
 
+/* The scratch of the hook running now on this CPU (see SCRATCH_LEVELS). */
 static __always_inline struct scratch_t *get_scratch(void)
 {
+	u32 zero = 0, idx = 0;
+	u32 *lv = levels.lookup(&zero);
+
+	if (lv && *lv)
+		idx = *lv - 1;
+	return scratch.lookup(&idx);
+}
+
+/* A hook starts: take the next scratch level. -1 when nested too deep. */
+static __always_inline int level_enter(void)
+{
 	u32 zero = 0;
-	return scratch.lookup(&zero);
+	u32 *lv = levels.lookup(&zero);
+
+	if (!lv)
+		return -1;
+	if (*lv >= SCRATCH_LEVELS) {
+		count(CNT_TOO_DEEP);
+		return -1;
+	}
+	(*lv)++;
+	return 0;
+}
+
+static __always_inline void level_leave(void)
+{
+	u32 zero = 0;
+	u32 *lv = levels.lookup(&zero);
+
+	if (lv && *lv)
+		(*lv)--;
 }
 
 static __always_inline void task_key(struct task_key_t *k)
@@ -240,7 +280,7 @@ static __always_inline void fill_state(struct scratch_t *s, u32 hook_id)
 	struct skb_shared_info *sh = &s->sh;
 	unsigned char *head = k->head;
 	struct net_device *dev = k->dev;
-	u16 next_nh = 0;
+	u16 next_nh = 0, inner_nh = 0, inner_th = (u16)~0U;
 	u8 outer_proto;
 
 	__builtin_memset(ev, 0, sizeof(*ev));
@@ -277,18 +317,21 @@ static __always_inline void fill_state(struct scratch_t *s, u32 hook_id)
 	outer_proto = parse_l3(head, k->network_header, k->transport_header,
 			       &ev->family, &ev->l4proto, ev->saddr, ev->daddr,
 			       &ev->sport, &ev->dport, &next_nh);
+	/* One inner parse, from whichever header says where it is: every hook
+	 * inlines this, so each parse_l3 copy costs compile time. */
 	if (k->encapsulation && k->inner_network_header &&
 	    k->inner_network_header != k->network_header) {
-		parse_l3(head, k->inner_network_header, k->inner_transport_header,
-			 &ev->inner_family, &ev->inner_l4proto, ev->inner_saddr,
-			 ev->inner_daddr, &ev->inner_sport, &ev->inner_dport, &next_nh);
+		inner_nh = k->inner_network_header;
+		inner_th = k->inner_transport_header;
 	} else if (outer_proto == IPPROTO_IPIP || outer_proto == IPPROTO_IPV6) {
 		/* IP-in-IP (Calico IPIP): the inner header follows the outer one
 		 * whether or not the kernel marked the skb as encapsulated. */
-		parse_l3(head, next_nh, (u16)~0U,
+		inner_nh = next_nh;
+	}
+	if (inner_nh)
+		parse_l3(head, inner_nh, inner_th,
 			 &ev->inner_family, &ev->inner_l4proto, ev->inner_saddr,
 			 ev->inner_daddr, &ev->inner_sport, &ev->inner_dport, &next_nh);
-	}
 }
 
 static __always_inline int addr_eq(u8 *a, u8 fam, u32 w0, u32 w1, u32 w2, u32 w3, u8 want_fam)
@@ -567,7 +610,9 @@ static __always_inline int pop_depth(struct task_key_t *tk, u32 *out)
 static __always_inline s32 take_stack(void *ctx, u64 *buf)
 {
 #if STACK_TRACES
-	long n = bpf_get_stack(ctx, buf, STACK_FRAMES * sizeof(u64), 0);
+	struct scratch_t *s = get_scratch();
+	u64 skip = s ? s->call.stack_skip & BPF_F_SKIP_FIELD_MASK : 0;
+	long n = bpf_get_stack(ctx, buf, STACK_FRAMES * sizeof(u64), skip);
 
 	if (n < 0)
 		return (s32)n;
@@ -806,33 +851,100 @@ static __always_inline void flight_record(struct skb_event *ev, int tunnel_sette
 }
 
 /*
- * Hook stubs and stage programs. Every hook is a tiny program that stores its
- * arguments in the per-CPU scratch and tail-calls the stage program of its
- * kind, which holds the real work once. Inlining that work into every hook
- * made clang compile it ~40 times (minutes under emulation, seconds saved on
- * every real start); bcc (0.26) cannot link BPF-to-BPF calls, tail calls work
- * back to 4.2. kprobe programs do not nest on a CPU, so the scratch hand-over
- * cannot be overwritten in between. The skb comes in as a u64 (SKB is an
- * expression on the stub's ctx).
+ * Hook stubs and stage programs. Each tool defines stage_body(), the work of
+ * every hook kind, once; how a hook reaches it depends on its backend.
+ *
+ * kprobe/kretprobe: every hook is a tiny program that stores its arguments in
+ * the per-CPU scratch and tail-calls the stage program of its kind, which
+ * holds the real work once. Inlining that work into every hook made clang
+ * compile it ~40 times (minutes under emulation, seconds saved on every real
+ * start); bcc (0.26) cannot link BPF-to-BPF calls, tail calls work back to
+ * 4.2.
+ *
+ * fentry/fexit: a kernel with BPF trampolines runs the hook without a trap,
+ * but tail calls between tracing programs need one attach prototype for the
+ * whole prog array (bpf_prog_map_compatible(), upstream 28ead3eaabc1, in
+ * 6.1.y stable), and every hook has its own. So each fentry hook inlines
+ * stage_body() for its kind: slower to compile, cheaper per hit.
+ *
+ * The hook lines name the backend: HOOK_<KIND>(KPROBE, ...) or
+ * HOOK_<KIND>(FENTRY, ...), and the kind's macro pastes it onto the
+ * <BACKEND>_ENTER / _LEAVE / _RUN macros below. SKB, AUX, AUX2 and RET are
+ * expressions on the hook's ctx (struct pt_regs * or the u64 argument array).
  */
-static __always_inline int stage(struct pt_regs *ctx, u32 hook_id, u64 skb, u64 aux,
-				 u8 aux2, u32 hflags, u32 prog)
-{
-	struct scratch_t *s = get_scratch();
+static __always_inline int stage_body(void *ctx, struct call_t *c, u32 prog);
 
-	if (!s)
+static __always_inline int stage(void *ctx, u32 hook_id, u64 skb, u64 aux,
+				 u8 aux2, u32 hflags, u64 ret, u32 prog)
+{
+	struct scratch_t *s;
+
+	if (level_enter())
 		return 0;
+	s = get_scratch();
+	if (!s) {
+		level_leave();
+		return 0;
+	}
 	s->call.skb = skb;
 	s->call.aux = aux;
+	s->call.ret = ret;
 	s->call.aux2 = aux2;
 	s->call.hook_id = hook_id;
 	s->call.hflags = hflags;
+	s->call.stack_skip = 0;	/* a kprobe's stack starts at the probed function */
 	stages.call(ctx, prog);
 	count(CNT_STAGE_FAIL);     /* only reached when the tail call failed */
+	level_leave();
 	return 0;
 }
 
-/* The stub's arguments, in a stage program. */
-#define STAGE_ARGS(c) \
-	struct call_t c = {}; \
-	{ struct scratch_t *s_ = get_scratch(); if (!s_) return 0; c = s_->call; }
+/* A stage program: the stub's arguments from scratch, the kind's work, and
+ * the level the stub took is given back. */
+#define STAGE_PROGRAM(name, prog) \
+int stage_##name(struct pt_regs *ctx) { \
+	struct scratch_t *s_ = get_scratch(); \
+	struct call_t c_ = {}; \
+	int r_ = 0; \
+	if (s_) { c_ = s_->call; r_ = stage_body(ctx, &c_, prog); } \
+	level_leave(); \
+	return r_; \
+}
+
+/* A stack taken in a fentry/fexit program starts with the program and its
+ * trampoline; the traced function (at +5, after the fentry call) follows. */
+#define FENTRY_STACK_SKIP 2
+
+/* fentry/fexit: the kind's work inlined into the hook. */
+static __always_inline int run_inline(void *ctx, u32 hook_id, u64 skb, u64 aux,
+				      u8 aux2, u32 hflags, u64 ret, u32 prog)
+{
+	struct scratch_t *s;
+	struct call_t c = {};
+	int r;
+
+	if (level_enter())
+		return 0;
+	s = get_scratch();
+	if (s)
+		s->call.stack_skip = FENTRY_STACK_SKIP;
+	c.skb = skb;
+	c.aux = aux;
+	c.ret = ret;
+	c.aux2 = aux2;
+	c.hook_id = hook_id;
+	c.hflags = hflags;
+	r = stage_body(ctx, &c, prog);
+	level_leave();
+	return r;
+}
+
+#define KPROBE_ENTER(fn) int enter_##fn(struct pt_regs *ctx)
+#define KPROBE_LEAVE(fn) int leave_##fn(struct pt_regs *ctx)
+#define KPROBE_RUN(id, SKB, AUX, AUX2, HFLAGS, RET, prog) \
+	stage(ctx, id, (u64)(SKB), (u64)(AUX), (u8)(AUX2), HFLAGS, (u64)(RET), prog)
+/* bcc names these programs kfunc__[vmlinux__]fn: fn is the kernel's name */
+#define FENTRY_ENTER(fn) KFUNC_PROBE(fn)
+#define FENTRY_LEAVE(fn) KRETFUNC_PROBE(fn)
+#define FENTRY_RUN(id, SKB, AUX, AUX2, HFLAGS, RET, prog) \
+	run_inline(ctx, id, (u64)(SKB), (u64)(AUX), (u8)(AUX2), HFLAGS, (u64)(RET), prog)

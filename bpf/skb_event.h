@@ -63,7 +63,8 @@
 #define CNT_FR_WRITTEN   5 /* flight recorder: records written to the trace buffer */
 #define CNT_FR_SUPPRESSED 6 /* flight recorder: records dropped by the rate limit */
 #define CNT_FR_FAILED    7 /* flight recorder: bpf_trace_printk refused a line */
-#define NR_COUNTERS      8
+#define CNT_TOO_DEEP     8 /* hook hit while SCRATCH_LEVELS hooks ran on this CPU: not traced */
+#define NR_COUNTERS      9
 
 #define MAX_HOOKS        64
 

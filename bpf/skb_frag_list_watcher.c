@@ -80,7 +80,7 @@ static __always_inline void entry_check(void *ctx, struct scratch_t *s, u32 reas
 		emit(ctx, s, EV_ACCESS, 0);
 }
 
-static __always_inline int on_segment(struct pt_regs *ctx, u32 hook_id,
+static __always_inline int on_segment(void *ctx, u32 hook_id,
 				      struct sk_buff *skb, u32 hflags)
 {
 	struct scratch_t *s;
@@ -95,7 +95,7 @@ static __always_inline int on_segment(struct pt_regs *ctx, u32 hook_id,
 	return 0;
 }
 
-static __always_inline int on_enter(struct pt_regs *ctx, u32 hook_id,
+static __always_inline int on_enter(void *ctx, u32 hook_id,
 				    struct sk_buff *skb, u64 aux, u32 hflags)
 {
 	struct task_key_t tk = {};
@@ -115,7 +115,7 @@ static __always_inline int on_enter(struct pt_regs *ctx, u32 hook_id,
 	return 0;
 }
 
-static __always_inline int on_mutate_return(struct pt_regs *ctx, u32 hook_id)
+static __always_inline int on_mutate_return(void *ctx, u32 hook_id, u64 ret)
 {
 	struct scratch_t *s = get_scratch();
 	struct entry_t *e;
@@ -131,7 +131,7 @@ static __always_inline int on_mutate_return(struct pt_regs *ctx, u32 hook_id)
 	fill_state(s, hook_id);
 	ev = &s->ev;
 	copy_entry_to_event(s);
-	ev->ret = PT_REGS_RC(ctx);
+	ev->ret = ret;
 
 	changed = ev->frag_list_before != ev->frag_list_after ||
 		  ev->gso_size_before != ev->gso_size_after ||
@@ -154,12 +154,12 @@ static __always_inline int on_mutate_return(struct pt_regs *ctx, u32 hook_id)
 	return 0;
 }
 
-static __always_inline int on_copy_return(struct pt_regs *ctx, u32 hook_id)
+static __always_inline int on_copy_return(void *ctx, u32 hook_id, u64 ret)
 {
 	struct scratch_t *s = get_scratch();
 	struct entry_t *e;
 	struct skb_event *ev;
-	u64 nskb = PT_REGS_RC(ctx);
+	u64 nskb = ret;
 	u32 r;
 
 	if (!s || take_entry(s, hook_id))
@@ -193,7 +193,7 @@ static __always_inline int on_copy_return(struct pt_regs *ctx, u32 hook_id)
 	return 0;
 }
 
-static __always_inline int on_consume_enter(struct pt_regs *ctx, u32 hook_id,
+static __always_inline int on_consume_enter(void *ctx, u32 hook_id,
 					    struct sk_buff *skb, u64 aux)
 {
 	struct task_key_t tk = {};
@@ -238,7 +238,7 @@ static __always_inline int on_consume_enter(struct pt_regs *ctx, u32 hook_id,
 	return 0;
 }
 
-static __always_inline int on_consume_return(struct pt_regs *ctx, u32 hook_id)
+static __always_inline int on_consume_return(void *ctx, u32 hook_id, u64 ret)
 {
 	struct task_key_t tk = {};
 	struct entry_key_t ek = {};
@@ -255,7 +255,7 @@ static __always_inline int on_consume_return(struct pt_regs *ctx, u32 hook_id)
 	if (!rec)
 		return 0;
 	if (rec->ev.hook_id == hook_id) {
-		rec->ev.ret = PT_REGS_RC(ctx);
+		rec->ev.ret = ret;
 		submit(ctx, &rec->ev);
 	} else {
 		count(CNT_UNPAIRED);
@@ -282,69 +282,60 @@ static __always_inline int on_bracket(int delta)
 	return 0;
 }
 
-/* Stage programs: one copy of each kind's work (see stage() in skb_common.h).
- * The loader puts them in `stages` at the STAGE_* indexes of the CONFIG block. */
-int stage_enter(struct pt_regs *ctx)
+/* Each kind's work, once: the stage programs of the kprobe backend and the
+ * fentry hooks run it (see stage() in skb_common.h). The loader puts the stage
+ * programs in `stages` at the STAGE_* indexes of the CONFIG block. */
+static __always_inline int stage_body(void *ctx, struct call_t *c, u32 prog)
 {
-	STAGE_ARGS(c);
-	return on_enter(ctx, c.hook_id, (struct sk_buff *)c.skb, c.aux, c.hflags);
+	switch (prog) {
+	case STAGE_ENTER:
+		return on_enter(ctx, c->hook_id, (struct sk_buff *)c->skb, c->aux, c->hflags);
+	case STAGE_MUTATE_RETURN:
+		return on_mutate_return(ctx, c->hook_id, c->ret);
+	case STAGE_COPY_RETURN:
+		return on_copy_return(ctx, c->hook_id, c->ret);
+	case STAGE_CONSUME_ENTER:
+		return on_consume_enter(ctx, c->hook_id, (struct sk_buff *)c->skb, c->aux);
+	case STAGE_CONSUME_RETURN:
+		return on_consume_return(ctx, c->hook_id, c->ret);
+	case STAGE_SEGMENT:
+		return on_segment(ctx, c->hook_id, (struct sk_buff *)c->skb, c->hflags);
+	}
+	return 0;
 }
 
-int stage_mutate_return(struct pt_regs *ctx)
-{
-	STAGE_ARGS(c);
-	return on_mutate_return(ctx, c.hook_id);
-}
+STAGE_PROGRAM(enter, STAGE_ENTER)
+STAGE_PROGRAM(mutate_return, STAGE_MUTATE_RETURN)
+STAGE_PROGRAM(copy_return, STAGE_COPY_RETURN)
+STAGE_PROGRAM(consume_enter, STAGE_CONSUME_ENTER)
+STAGE_PROGRAM(consume_return, STAGE_CONSUME_RETURN)
+STAGE_PROGRAM(segment, STAGE_SEGMENT)
 
-int stage_copy_return(struct pt_regs *ctx)
-{
-	STAGE_ARGS(c);
-	return on_copy_return(ctx, c.hook_id);
-}
+/* One line per hook and backend, generated from skbtrace/hooks.py:
+ * HOOK_<KIND>(B, fn, id, SKB, AUX, AUX2, HFLAGS, RET), B being KPROBE or
+ * FENTRY (see skb_common.h). SKB, AUX and RET are expressions on the hook's
+ * ctx (AUX2 unused here). */
+#define HOOK_MUTATE(B, fn, id, SKB, AUX, AUX2, HFLAGS, RET) \
+B##_ENTER(fn) { return B##_RUN(id, SKB, AUX, 0, HFLAGS, 0, STAGE_ENTER); }
+#define HOOK_MUTATE_RET(B, fn, id, SKB, AUX, AUX2, HFLAGS, RET) \
+B##_LEAVE(fn) { return B##_RUN(id, 0, 0, 0, HFLAGS, RET, STAGE_MUTATE_RETURN); }
 
-int stage_consume_enter(struct pt_regs *ctx)
-{
-	STAGE_ARGS(c);
-	return on_consume_enter(ctx, c.hook_id, (struct sk_buff *)c.skb, c.aux);
-}
+#define HOOK_COPY(B, fn, id, SKB, AUX, AUX2, HFLAGS, RET) \
+B##_ENTER(fn) { return B##_RUN(id, SKB, AUX, 0, HFLAGS, 0, STAGE_ENTER); }
+#define HOOK_COPY_RET(B, fn, id, SKB, AUX, AUX2, HFLAGS, RET) \
+B##_LEAVE(fn) { return B##_RUN(id, 0, 0, 0, HFLAGS, RET, STAGE_COPY_RETURN); }
 
-int stage_consume_return(struct pt_regs *ctx)
-{
-	STAGE_ARGS(c);
-	return on_consume_return(ctx, c.hook_id);
-}
+#define HOOK_CONSUME(B, fn, id, SKB, AUX, AUX2, HFLAGS, RET) \
+B##_ENTER(fn) { return B##_RUN(id, SKB, AUX, 0, HFLAGS, 0, STAGE_CONSUME_ENTER); }
+#define HOOK_CONSUME_RET(B, fn, id, SKB, AUX, AUX2, HFLAGS, RET) \
+B##_LEAVE(fn) { return B##_RUN(id, 0, 0, 0, HFLAGS, RET, STAGE_CONSUME_RETURN); }
 
-int stage_segment(struct pt_regs *ctx)
-{
-	STAGE_ARGS(c);
-	return on_segment(ctx, c.hook_id, (struct sk_buff *)c.skb, c.hflags);
-}
+#define HOOK_SEGMENT(B, fn, id, SKB, AUX, AUX2, HFLAGS, RET) \
+B##_ENTER(fn) { return B##_RUN(id, SKB, 0, 0, HFLAGS, 0, STAGE_SEGMENT); }
 
-/* One line per hook, generated from skbtrace/hooks.py. SKB, AUX and AUX2 are
- * expressions on the stub's ctx (AUX2 unused here). A second attach backend
- * (fentry/fexit) would define these HOOK_<KIND> / HOOK_<KIND>_RET macros
- * again, not the hooks. */
-#define HOOK_MUTATE(fn, id, SKB, AUX, AUX2, HFLAGS) \
-int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), 0, HFLAGS, STAGE_ENTER); }
-#define HOOK_MUTATE_RET(fn, id, SKB, AUX, AUX2, HFLAGS) \
-int leave_##fn(struct pt_regs *ctx) { return stage(ctx, id, 0, 0, 0, HFLAGS, STAGE_MUTATE_RETURN); }
-
-#define HOOK_COPY(fn, id, SKB, AUX, AUX2, HFLAGS) \
-int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), 0, HFLAGS, STAGE_ENTER); }
-#define HOOK_COPY_RET(fn, id, SKB, AUX, AUX2, HFLAGS) \
-int leave_##fn(struct pt_regs *ctx) { return stage(ctx, id, 0, 0, 0, HFLAGS, STAGE_COPY_RETURN); }
-
-#define HOOK_CONSUME(fn, id, SKB, AUX, AUX2, HFLAGS) \
-int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), 0, HFLAGS, STAGE_CONSUME_ENTER); }
-#define HOOK_CONSUME_RET(fn, id, SKB, AUX, AUX2, HFLAGS) \
-int leave_##fn(struct pt_regs *ctx) { return stage(ctx, id, 0, 0, 0, HFLAGS, STAGE_CONSUME_RETURN); }
-
-#define HOOK_SEGMENT(fn, id, SKB, AUX, AUX2, HFLAGS) \
-int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), 0, 0, HFLAGS, STAGE_SEGMENT); }
-
-#define HOOK_BRACKET(fn, id, SKB, AUX, AUX2, HFLAGS) \
-int enter_##fn(struct pt_regs *ctx) { count_hit(id); return on_bracket(1); }
-#define HOOK_BRACKET_RET(fn, id, SKB, AUX, AUX2, HFLAGS) \
-int leave_##fn(struct pt_regs *ctx) { return on_bracket(-1); }
+#define HOOK_BRACKET(B, fn, id, SKB, AUX, AUX2, HFLAGS, RET) \
+B##_ENTER(fn) { count_hit(id); return on_bracket(1); }
+#define HOOK_BRACKET_RET(B, fn, id, SKB, AUX, AUX2, HFLAGS, RET) \
+B##_LEAVE(fn) { return on_bracket(-1); }
 
 HOOK_LINES

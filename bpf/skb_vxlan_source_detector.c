@@ -124,7 +124,7 @@ static __always_inline void report(void *ctx, struct scratch_t *s, u8 event, int
 	submit(ctx, ev);
 }
 
-static __always_inline int on_change_enter(struct pt_regs *ctx, u32 hook_id,
+static __always_inline int on_change_enter(void *ctx, u32 hook_id,
 					   struct sk_buff *skb, u64 aux, u8 aux2)
 {
 	struct task_key_t tk = {};
@@ -141,7 +141,7 @@ static __always_inline int on_change_enter(struct pt_regs *ctx, u32 hook_id,
 	return 0;
 }
 
-static __always_inline int on_change_return(struct pt_regs *ctx, u32 hook_id, u8 event)
+static __always_inline int on_change_return(void *ctx, u32 hook_id, u8 event, u64 ret)
 {
 	struct scratch_t *s = get_scratch();
 
@@ -151,7 +151,7 @@ static __always_inline int on_change_return(struct pt_regs *ctx, u32 hook_id, u8
 		return 0;
 	fill_state(s, hook_id);
 	copy_entry_to_event(s);
-	s->ev.ret = PT_REGS_RC(ctx);
+	s->ev.ret = ret;
 	{
 		struct task_key_t tk = {};
 		u32 *dp;
@@ -163,7 +163,7 @@ static __always_inline int on_change_return(struct pt_regs *ctx, u32 hook_id, u8
 	return 0;
 }
 
-static __always_inline int on_observe(struct pt_regs *ctx, u32 hook_id,
+static __always_inline int on_observe(void *ctx, u32 hook_id,
 				      struct sk_buff *skb, u64 aux, u8 event, u32 checks)
 {
 	struct scratch_t *s;
@@ -212,7 +212,7 @@ static __always_inline int rx_bracket(u32 hook_id, int enter)
 	return 0;
 }
 
-static __always_inline int on_virtio_skb(struct pt_regs *ctx, u32 hook_id,
+static __always_inline int on_virtio_skb(void *ctx, u32 hook_id,
 					 struct sk_buff *skb, u8 event)
 {
 	struct task_key_t tk = {};
@@ -247,61 +247,59 @@ static __always_inline int on_virtio_skb(struct pt_regs *ctx, u32 hook_id,
 	return 0;
 }
 
-/* Stage programs: one copy of each kind's work (see stage() in skb_common.h). */
-int stage_change_enter(struct pt_regs *ctx)
+/* Each kind's work, once: the stage programs of the kprobe backend and the
+ * fentry hooks run it (see stage() in skb_common.h). */
+static __always_inline int stage_body(void *ctx, struct call_t *c, u32 prog)
 {
-	STAGE_ARGS(c);
-	return on_change_enter(ctx, c.hook_id, (struct sk_buff *)c.skb, c.aux, c.aux2);
-}
-
-int stage_change_return(struct pt_regs *ctx)
-{
-	STAGE_ARGS(c);
-	return on_change_return(ctx, c.hook_id, c.hflags);
-}
-
-int stage_observe(struct pt_regs *ctx)
-{
-	STAGE_ARGS(c);
-	on_observe(ctx, c.hook_id, (struct sk_buff *)c.skb, c.aux, c.hflags & 0xff,
-		   (c.hflags >> CHECKS_SHIFT) & (CHECK_SEGMENT | CHECK_SEGMENT_LIST));
-	if (c.hflags & OPEN_TNL)
-		tnl_bracket(1);
+	switch (prog) {
+	case STAGE_CHANGE_ENTER:
+		return on_change_enter(ctx, c->hook_id, (struct sk_buff *)c->skb, c->aux, c->aux2);
+	case STAGE_CHANGE_RETURN:
+		return on_change_return(ctx, c->hook_id, c->hflags, c->ret);
+	case STAGE_OBSERVE:
+		on_observe(ctx, c->hook_id, (struct sk_buff *)c->skb, c->aux, c->hflags & 0xff,
+			   (c->hflags >> CHECKS_SHIFT) & (CHECK_SEGMENT | CHECK_SEGMENT_LIST));
+		if (c->hflags & OPEN_TNL)
+			tnl_bracket(1);
+		return 0;
+	case STAGE_VIRTIO_SKB:
+		return on_virtio_skb(ctx, c->hook_id, (struct sk_buff *)c->skb, c->hflags);
+	}
 	return 0;
 }
 
-int stage_virtio_skb(struct pt_regs *ctx)
-{
-	STAGE_ARGS(c);
-	return on_virtio_skb(ctx, c.hook_id, (struct sk_buff *)c.skb, c.hflags);
-}
+STAGE_PROGRAM(change_enter, STAGE_CHANGE_ENTER)
+STAGE_PROGRAM(change_return, STAGE_CHANGE_RETURN)
+STAGE_PROGRAM(observe, STAGE_OBSERVE)
+STAGE_PROGRAM(virtio_skb, STAGE_VIRTIO_SKB)
 
-/* One line per hook, generated from skbtrace/hooks.py; the last argument is
- * the EV_* the hook reports. */
-#define HOOK_GSO_CHANGE(fn, id, SKB, AUX, AUX2, EVENT) \
-int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), (u8)(AUX2), EVENT, STAGE_CHANGE_ENTER); }
-#define HOOK_GSO_CHANGE_RET(fn, id, SKB, AUX, AUX2, EVENT) \
-int leave_##fn(struct pt_regs *ctx) { return stage(ctx, id, 0, 0, 0, EVENT, STAGE_CHANGE_RETURN); }
+/* One line per hook and backend, generated from skbtrace/hooks.py:
+ * HOOK_<KIND>(B, fn, id, SKB, AUX, AUX2, EVENT, RET), B being KPROBE or
+ * FENTRY (see skb_common.h); EVENT is the EV_* the hook reports. */
+#define HOOK_GSO_CHANGE(B, fn, id, SKB, AUX, AUX2, EVENT, RET) \
+B##_ENTER(fn) { return B##_RUN(id, SKB, AUX, AUX2, EVENT, 0, STAGE_CHANGE_ENTER); }
+#define HOOK_GSO_CHANGE_RET(B, fn, id, SKB, AUX, AUX2, EVENT, RET) \
+B##_LEAVE(fn) { return B##_RUN(id, 0, 0, 0, EVENT, RET, STAGE_CHANGE_RETURN); }
 
-#define HOOK_OBSERVE(fn, id, SKB, AUX, AUX2, EVENT) \
-int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), 0, EVENT, STAGE_OBSERVE); }
+#define HOOK_OBSERVE(B, fn, id, SKB, AUX, AUX2, EVENT, RET) \
+B##_ENTER(fn) { return B##_RUN(id, SKB, AUX, 0, EVENT, 0, STAGE_OBSERVE); }
 
 /* skb_segment: the shared crash rule runs on the entry state */
-#define HOOK_OBSERVE_SEG(fn, id, SKB, AUX, AUX2, EVENT) \
-int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), 0, (EVENT) | (CHECK_SEGMENT << CHECKS_SHIFT), STAGE_OBSERVE); }
+#define HOOK_OBSERVE_SEG(B, fn, id, SKB, AUX, AUX2, EVENT, RET) \
+B##_ENTER(fn) { return B##_RUN(id, SKB, AUX, 0, (EVENT) | (CHECK_SEGMENT << CHECKS_SHIFT), 0, STAGE_OBSERVE); }
 
 /* the stage opens the bracket after observing the entry state (OPEN_TNL) */
-#define HOOK_OBSERVE_TNL(fn, id, SKB, AUX, AUX2, EVENT) \
-int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), (u64)(AUX), 0, (EVENT) | OPEN_TNL, STAGE_OBSERVE); }
-#define HOOK_OBSERVE_TNL_RET(fn, id, SKB, AUX, AUX2, EVENT) \
-int leave_##fn(struct pt_regs *ctx) { return tnl_bracket(-1); }
+#define HOOK_OBSERVE_TNL(B, fn, id, SKB, AUX, AUX2, EVENT, RET) \
+B##_ENTER(fn) { return B##_RUN(id, SKB, AUX, 0, (EVENT) | OPEN_TNL, 0, STAGE_OBSERVE); }
+#define HOOK_OBSERVE_TNL_RET(B, fn, id, SKB, AUX, AUX2, EVENT, RET) \
+B##_LEAVE(fn) { return tnl_bracket(-1); }
 
-#define HOOK_VIRTIO_BRACKET(fn, id, SKB, AUX, AUX2, EVENT) \
-int enter_##fn(struct pt_regs *ctx) { return rx_bracket(id, 1); }
-#define HOOK_VIRTIO_BRACKET_RET(fn, id, SKB, AUX, AUX2, EVENT) \
-int leave_##fn(struct pt_regs *ctx) { return rx_bracket(id, 0); }
+#define HOOK_VIRTIO_BRACKET(B, fn, id, SKB, AUX, AUX2, EVENT, RET) \
+B##_ENTER(fn) { return rx_bracket(id, 1); }
+#define HOOK_VIRTIO_BRACKET_RET(B, fn, id, SKB, AUX, AUX2, EVENT, RET) \
+B##_LEAVE(fn) { return rx_bracket(id, 0); }
 
-#define HOOK_VIRTIO_SKB(fn, id, SKB, AUX, AUX2, EVENT) \
-int enter_##fn(struct pt_regs *ctx) { return stage(ctx, id, (u64)(SKB), 0, 0, EVENT, STAGE_VIRTIO_SKB); }
+#define HOOK_VIRTIO_SKB(B, fn, id, SKB, AUX, AUX2, EVENT, RET) \
+B##_ENTER(fn) { return B##_RUN(id, SKB, 0, 0, EVENT, 0, STAGE_VIRTIO_SKB); }
 
 HOOK_LINES

@@ -99,6 +99,22 @@ class BTF(object):
                 return names
         return None
 
+    def func_proto(self, func):
+        """(number of parameters, whether it returns a value) of kernel
+        function `func`; None when BTF has no such function (static and
+        inlined, renamed, or not a function)."""
+        if not hasattr(self, "_funcs"):
+            self._funcs = {}
+            for tid in range(1, len(self._offsets)):
+                _off, name_off, kind, _vlen, proto = self._type(tid)
+                if kind == KIND_FUNC:
+                    self._funcs.setdefault(self.name(name_off), proto)
+        proto = self._funcs.get(func)
+        if proto is None:
+            return None
+        _poff, _n, pkind, pvlen, ret = self._type(proto)
+        return (pvlen, ret != 0) if pkind == KIND_FUNC_PROTO else None
+
     def func_first_param_ptr_depth(self, func):
         """How many pointer levels the first parameter of `func` has (1 for
         struct sk_buff *, 2 for struct sk_buff **); None when unknown."""

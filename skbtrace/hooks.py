@@ -8,7 +8,14 @@ HOOK_<KIND>(...) lines; hook ids are positions in the tool's table.
 """
 import re
 
-PARM = "PT_REGS_PARM%d(ctx)"
+# Backends: how a hook is attached (bpf/skb_common.h, <BACKEND>_ENTER/_RUN).
+KPROBE, FENTRY = "kprobe", "fentry"
+BACKENDS = (KPROBE, FENTRY)
+# The n-th argument (from 1) and the return value, as C on the hook's ctx:
+# struct pt_regs * for kprobes, the u64 argument array of a BPF trampoline
+# (the return value follows the arguments) for fentry/fexit.
+_ARG = {KPROBE: lambda n: "PT_REGS_PARM%d(ctx)" % n, FENTRY: lambda n: "ctx[%d]" % (n - 1)}
+_ARG_RE = re.compile(r"\bARG(\d)\b")
 
 # kinds, as the C macros are named
 MUTATE, COPY, CONSUME, SEGMENT, BRACKET = "MUTATE", "COPY", "CONSUME", "SEGMENT", "BRACKET"
@@ -41,30 +48,51 @@ class Hook(object):
         self.hook_id = None                     # set by the table
         self.symbol = None                      # resolved kernel symbol
         self.skip_reason = None
+        self.backend = KPROBE                   # chosen by the loader
+        self.backend_why = None                 # why not fentry, when it could have been
+        self.nargs = None                       # parameters, from BTF (fexit's return slot)
+        self.returns = True                     # from BTF: False for a void function
 
     def c_ident(self):
         return re.sub(r"[^A-Za-z0-9_]", "_", self.name)
 
-    def _expr(self, what):
+    @staticmethod
+    def _expr(what, backend):
         if what is None:
             return "0"
         if isinstance(what, int):
-            return PARM % what
-        return what
+            return _ARG[backend](what)
+        return _ARG_RE.sub(lambda m: _ARG[backend](int(m.group(1))), what)
+
+    def _lines(self, backend):
+        if backend == FENTRY:
+            # bcc derives the attach target from the program's name
+            # fexit: the return value follows the arguments; a void function
+            # has no such slot (the verifier refuses the read)
+            name, ret = self.symbol, "ctx[%d]" % (self.nargs or 0) if self.returns else "0"
+        else:
+            name, ret = self.c_ident(), "PT_REGS_RC(ctx)" if self.returns else "0"
+        args = "(%s, %s, %d, %s, %s, %s, %d, %s)" % (
+            backend.upper(), name, self.hook_id, self._expr(self.skb, backend),
+            self._expr(self.aux, backend), self._expr(self.aux2, backend), self.flags, ret)
+        lines = ["HOOK_%s%s" % (self.kind, args)]
+        if self.has_return():
+            lines.append("HOOK_%s_RET%s" % (self.kind, args))
+        return lines
 
     def c_line(self):
-        """HOOK_<KIND>(...) for the entry program, and on a line of its own
-        HOOK_<KIND>_RET(...) for the return program: bcc before 0.2x puts a
-        function in its own section by inserting text at the macro's
+        """HOOK_<KIND>(KPROBE, ...) for the entry program, and on a line of
+        its own HOOK_<KIND>_RET(...) for the return program: bcc before 0.2x
+        puts a function in its own section by inserting text at the macro's
         expansion point, so a second function from the same expansion is
-        lost ("Unknown program leave_..." on bullseye's bcc 0.18)."""
-        args = "(%s, %d, %s, %s, %s, %d)" % (
-            self.c_ident(), self.hook_id, self._expr(self.skb),
-            self._expr(self.aux), self._expr(self.aux2), self.flags)
-        line = "HOOK_%s%s" % (self.kind, args)
-        if self.has_return():
-            line += "\nHOOK_%s_RET%s" % (self.kind, args)
-        return line
+        lost ("Unknown program leave_..." on bullseye's bcc 0.18). A hook on
+        the fentry backend gets its FENTRY lines too: the kprobe ones cost
+        one tail call each to compile and are what the loader falls back to
+        when the kernel refuses the trampoline."""
+        lines = self._lines(KPROBE)
+        if self.backend == FENTRY:
+            lines += self._lines(FENTRY)
+        return "\n".join(lines)
 
     def symbol_regex(self):
         return r"^(%s)%s$" % ("|".join(re.escape(n) for n in self.names), _SUFFIX)
@@ -94,7 +122,7 @@ def table(hooks):
 
 # skb_gro_receive() took struct sk_buff **head before 4.19 (list_head GRO);
 # the loader picks this expression when BTF says so.
-GRO_HEAD_PP = "deref_skb_pp((void *)PT_REGS_PARM1(ctx))"
+GRO_HEAD_PP = "deref_skb_pp((void *)ARG1)"
 
 
 def watcher_hooks():

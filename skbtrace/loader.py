@@ -280,6 +280,83 @@ class ModuleWatch(object):
         return out
 
 
+# --- backends ------------------------------------------------------------------
+
+# x86-64 BPF trampolines pass at most six arguments in registers (5.10-6.1)
+FENTRY_MAX_ARGS = 6
+
+
+def kfunc_support(BPF):
+    """(True, None) when fentry/fexit can be used, else (False, why). The test
+    is bcc's own BPF.support_kfunc() (x86-64, kernel BTF, BPF trampolines),
+    plus what the loader needs of bcc to attach hook by hook."""
+    if BPF is None:
+        return False, "bcc not loaded"
+    if not hasattr(BPF, "support_kfunc") or not hasattr(BPF, "attach_kfunc"):
+        return False, "this bcc has no fentry support (BPF.support_kfunc)"
+    if not hasattr(BPF, "_trace_autoload"):
+        return False, "this bcc attaches fentry programs itself at load (no per-hook fallback)"
+    try:
+        ok = BPF.support_kfunc()
+    except Exception as e:  # bcc raises bare Exception
+        return False, "BPF.support_kfunc() failed: %s" % e
+    if not ok:
+        return False, "no BPF trampolines here (BPF.support_kfunc(): needs x86-64, kernel " \
+            "BTF and bpf_trampoline_link_prog)"
+    return True, None
+
+
+def choose_backends(hooks, mode, kernel_btf, support):
+    """Set hook.backend (and hook.backend_why when a hook could not get
+    fentry) for the hooks to attach. mode: auto, kprobe or fentry; support:
+    (ok, why) from kfunc_support(). --backend fentry on a kernel without
+    trampolines is an error; a hook that cannot take fentry (a module
+    function, one missing from BTF) keeps its kprobe and says why."""
+    ok, why = support
+    if mode == "fentry" and not ok:
+        raise EnvError("--backend fentry: %s" % why)
+    for h in hooks:
+        h.backend, h.backend_why, h.nargs, h.returns = hooks_mod.KPROBE, None, None, True
+        proto = None
+        if h.symbol and kernel_btf is not None:
+            proto = kernel_btf.func_proto(h.symbol)
+        if proto:
+            # a void function's return register is garbage: both backends
+            # report 0
+            h.nargs, h.returns = proto
+        if mode == "kprobe":
+            h.backend_why = "--backend kprobe"
+            continue
+        if not ok:
+            h.backend_why = why
+            continue
+        if h.symbol is None:
+            continue
+        if h.module:
+            h.backend_why = "function of module %s: fentry here attaches to vmlinux only" % h.module
+            continue
+        if proto is None:
+            h.backend_why = "%s is not in the kernel's BTF" % h.symbol
+            continue
+        if h.nargs > FENTRY_MAX_ARGS:
+            h.backend_why = "%d arguments: trampolines take %d" % (h.nargs, FENTRY_MAX_ARGS)
+            continue
+        h.backend = hooks_mod.FENTRY
+
+
+_BPF_FRAME = ("bpf_prog_", "bpf_trampoline_", "__bpf_prog_enter", "__bpf_tramp_enter")
+
+
+def trim_bpf_frames(symbols):
+    """A stack taken in a fentry/fexit program starts in the program and its
+    trampoline; the hooked function comes after them. A kprobe's starts at
+    the probed function."""
+    k = 0
+    while k < len(symbols) - 1 and symbols[k].startswith(_BPF_FRAME):
+        k += 1
+    return symbols[k:]
+
+
 # --- the program -------------------------------------------------------------
 
 class Program(object):
@@ -293,8 +370,17 @@ class Program(object):
         self.lost_total = 0
 
     def compile(self):
+        BPF = self.bcc.BPF
+        if any(h.backend == hooks_mod.FENTRY for h in self.hooks):
+            class BPF(self.bcc.BPF):
+                """bcc attaches every kfunc__ program while it loads the
+                module, and one refusal would fail the whole start: the
+                loader attaches them itself, hook by hook."""
+
+                def _trace_autoload(self):
+                    pass
         try:
-            self.bpf = self.bcc.BPF(text=self.text)
+            self.bpf = BPF(text=self.text)
         except Exception as e:  # bcc raises bare Exception on compile errors
             raise EnvError("BPF program failed to compile or load: %s" % str(e).strip().splitlines()[-1])
         table = self.bpf["stages"]
@@ -313,11 +399,54 @@ class Program(object):
             return {}
         return {"maxactive": KRETPROBE_MAXACTIVE} if "maxactive" in params else {}
 
+    def _program_names(self):
+        try:
+            from bcc.libbcc import lib
+            mod = self.bpf.module
+            return set(lib.bpf_function_name(mod, i) for i in range(lib.bpf_num_functions(mod)))
+        except Exception:
+            return set()
+
+    def _attach_fentry(self, h, names):
+        """Attach h's fentry (and fexit) program; None, or why not."""
+        sym = h.symbol.encode()
+
+        def find(prefix):
+            # bcc 0.18-0.26 name them kfunc__fn, later ones kfunc__vmlinux__fn
+            for n in (prefix + b"__" + sym, prefix + b"__vmlinux__" + sym):
+                if n in names:
+                    return n
+            return prefix + b"__" + sym
+        entry, leave = find(b"kfunc"), find(b"kretfunc")
+        done = []
+        try:
+            self.bpf.attach_kfunc(fn_name=entry)
+            done.append(entry)
+            if h.has_return():
+                self.bpf.attach_kretfunc(fn_name=leave)
+        except Exception as e:
+            for n in done:
+                try:
+                    self.bpf.detach_kfunc(fn_name=n)
+                except Exception:
+                    pass
+            return str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        return None
+
     def attach(self):
         kw = self._kretprobe_kwargs()
+        names = self._program_names() if any(
+            h.backend == hooks_mod.FENTRY for h in self.hooks) else set()
         for h in self.hooks:
             if h.symbol is None:
                 continue
+            if h.backend == hooks_mod.FENTRY:
+                err = self._attach_fentry(h, names)
+                if err is None:
+                    self.attached.append(h)
+                    continue
+                h.backend = hooks_mod.KPROBE
+                h.backend_why = "the kernel refused fentry: %s" % err
             ident = h.c_ident()
             try:
                 self.bpf.attach_kprobe(event=h.symbol.encode(), fn_name=("enter_" + ident).encode())
@@ -368,7 +497,7 @@ class Program(object):
     def counters(self):
         out = {}
         for name in ("FILTERED", "SUBMIT_FAIL", "UNPAIRED", "ENTRY_FULL", "STAGE_FAIL",
-                     "FR_WRITTEN", "FR_SUPPRESSED", "FR_FAILED"):
+                     "FR_WRITTEN", "FR_SUPPRESSED", "FR_FAILED", "TOO_DEEP"):
             out[name] = self.percpu("counters", getattr(event, "CNT_" + name))
         return out
 
@@ -391,7 +520,7 @@ class Program(object):
         for a in addrs:
             sym = self.bpf.ksym(a, show_offset=True)
             out.append(sym.decode("ascii", "replace") if isinstance(sym, bytes) else str(sym))
-        return out
+        return trim_bpf_frames(out)
 
     def kretprobe_note(self):
         return "maxactive=%d" % KRETPROBE_MAXACTIVE if self._kretprobe_kwargs() else \

@@ -1,6 +1,7 @@
 """The run loop both tools share: checks, hook resolution, compile, attach,
 poll, statistics on SIGINT/SIGTERM."""
 import signal
+import time
 
 from skbtrace import btf, event, flightrec, gso as gso_mod, hooks as hooks_mod, loader, record
 from skbtrace.clock import Clock, monotonic_ns
@@ -112,6 +113,15 @@ def run(tool, formatter_cls=Formatter, stats=None):
     clock = Clock()
     tool.load_btf()
     if args.ebpf:
+        if getattr(args, "backend", "kprobe") == "fentry":
+            # the text a fentry run would compile, as far as this kernel's
+            # kallsyms and BTF tell without bcc
+            try:
+                loader.resolve_hooks(None, tool.hooks)
+            except (IOError, OSError, AttributeError):
+                pass
+            loader.choose_backends([h for h in tool.hooks if h.symbol], "fentry",
+                                   tool.kernel_btf, (True, None))
         try:
             for line in tool.program_text(tool.hooks).splitlines():
                 sink.write(line)
@@ -135,8 +145,12 @@ def run(tool, formatter_cls=Formatter, stats=None):
             h.name for h in tool.hooks))
     for n in tool.notes:
         info("note: %s" % n)
+    loader.choose_backends(present, args.backend, tool.kernel_btf,
+                           loader.kfunc_support(bcc.BPF) if args.backend != "kprobe" else
+                           (False, "--backend kprobe"))
     program = loader.Program(bcc, tool.program_text(present), present, tool.stages)
     info("compiling %d hooks (filters: %s)..." % (len(present), tool.filters.describe()))
+    t0 = time.time()
     try:
         program.compile()
     except EnvError as e:
@@ -146,7 +160,12 @@ def run(tool, formatter_cls=Formatter, stats=None):
         raise
     if recorder:
         program.set_names(flightrec.names_table(tool.hooks))
+    t1 = time.time()
     program.attach()
+    # programs are verified as they attach: fentry hooks each carry their work
+    info("compiled in %.1f s, loaded and attached in %.1f s" % (t1 - t0, time.time() - t1))
+    for line in backend_lines(program.attached, args.backend):
+        info(line)
     try:
         if recorder:
             for line in recorder.arm():
@@ -156,6 +175,24 @@ def run(tool, formatter_cls=Formatter, stats=None):
         if recorder:
             for line in recorder.restore():
                 info("flight recorder: " + line)
+
+
+def backend_lines(attached, mode):
+    """Startup lines: which backend each hook got, and why a kprobe hook
+    has no fentry."""
+    out = []
+    for b in (hooks_mod.FENTRY, hooks_mod.KPROBE):
+        hs = [h for h in attached if h.backend == b]
+        if not hs:
+            continue
+        out.append("backend %s (--backend %s): %s" % (b, mode, ", ".join(h.name for h in hs)))
+        reasons = {}
+        for h in hs:
+            if h.backend_why and h.backend_why != "--backend kprobe":
+                reasons.setdefault(h.backend_why, []).append(h.name)
+        for why, names in sorted(reasons.items()):
+            out.append("  not fentry: %s: %s" % (", ".join(names), why))
+    return out
 
 
 class _LostLines(object):

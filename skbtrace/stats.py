@@ -67,9 +67,11 @@ class Stats(object):
         unpaired = sum(kernel.get("UNPAIRED", []))
         full = sum(kernel.get("ENTRY_FULL", []))
         stage_fail = sum(kernel.get("STAGE_FAIL", []))
-        if unpaired or full or stage_fail:
+        too_deep = sum(kernel.get("TOO_DEEP", []))
+        if unpaired or full or stage_fail or too_deep:
             out.append("%-20s%d unpaired returns, %d entry records not stored (map full), "
-                       "%d failed stage calls" % ("Bookkeeping:", unpaired, full, stage_fail))
+                       "%d failed stage calls, %d hits nested too deep to trace" % (
+                           "Bookkeeping:", unpaired, full, stage_fail, too_deep))
         if self.flight_recorder:
             fr = self.flight_dict(kernel)
             out.append("%-20s%s: %d records written to the trace buffer, %d suppressed by the "
@@ -88,7 +90,7 @@ class Stats(object):
         out.append("  %-26s %10s %8s %6s  %s" % ("HOOK", "HITS", "EVENTS", "LOST", "STATUS"))
         for h in self.hooks:
             if h.symbol:
-                status = "attached %s" % h.symbol
+                status = "attached %s %s" % (getattr(h, "backend", "kprobe"), h.symbol)
                 if attach_notes and h.name in attach_notes:
                     status += " (%s)" % attach_notes[h.name]
                 out.append("  %-26s %10d %8d %6d  %s" % (
@@ -124,10 +126,13 @@ class Stats(object):
             "unpaired_returns": sum(kernel.get("UNPAIRED", [])),
             "entry_map_full": sum(kernel.get("ENTRY_FULL", [])),
             "stage_call_failures": sum(kernel.get("STAGE_FAIL", [])),
+            "nested_too_deep": sum(kernel.get("TOO_DEEP", [])),
             "events_without_stack": dict(self.no_stack) if self.stacks else None,
             "flight_recorder": self.flight_dict(kernel) if self.flight_recorder else None,
             "extra": dict(self.extra),
             "hooks": [{"name": h.name, "symbol": h.symbol,
+                       "backend": getattr(h, "backend", "kprobe") if h.symbol else None,
+                       "backend_why": getattr(h, "backend_why", None) if h.symbol else None,
                        "hits": hook_hits.get(h.hook_id, 0) if h.symbol else None,
                        "events": self.by_hook.get(h.hook_id, 0),
                        "lost": (hook_lost or {}).get(h.hook_id, 0) if h.symbol else None,

@@ -27,8 +27,10 @@ from test_watcher_lab import PULL_DATA_PANICS
 pytestmark = [pytest.mark.lab, pytest.mark.panic]
 
 T = "python3 tests/lab/guest/traffic.py"
-W = "python3 skb_frag_list_watcher.py --flight-recorder -o /tmp/watcher.log"
-D = "python3 skb_vxlan_source_detector.py --no-static --flight-recorder -o /tmp/detector.log"
+# kprobes: see W in test_watcher_lab.py
+W = "python3 skb_frag_list_watcher.py --backend kprobe --flight-recorder -o /tmp/watcher.log"
+D = "python3 skb_vxlan_source_detector.py --backend kprobe --no-static --flight-recorder " \
+    "-o /tmp/detector.log"
 KERNEL = os.environ.get("LAB_KERNEL", "6.1")
 
 

@@ -76,3 +76,23 @@ def test_missing_or_bad_btf(tmp_path):
     bad.write_bytes(b"\0" * 40)
     with pytest.raises(btf.BTFError):
         btf.BTF.load(str(bad))
+
+
+def test_func_proto_for_fexit(tmp_path):
+    """fexit reads the return value after the arguments; a void function
+    has no such slot."""
+    b = Blob()
+    int_t = b.add("int", KIND_INT, 0, 4, struct.pack("<I", 32))
+    skb = b.add("sk_buff", KIND_STRUCT, 0, 0)
+    p1 = b.add("", KIND_PTR, 0, skb)
+    pull = b.add("", KIND_FUNC_PROTO, 2, p1, struct.pack("<II", b.s("skb"), p1) +
+                 struct.pack("<II", b.s("delta"), int_t))
+    void = b.add("", KIND_FUNC_PROTO, 1, 0, struct.pack("<II", b.s("skb"), p1))
+    b.add("__pskb_pull_tail", KIND_FUNC, 0, pull)
+    b.add("skb_condense", KIND_FUNC, 0, void)
+    path = tmp_path / "vmlinux"
+    path.write_bytes(b.data())
+    k = btf.BTF.load(str(path))
+    assert k.func_proto("__pskb_pull_tail") == (2, True)
+    assert k.func_proto("skb_condense") == (1, False)
+    assert k.func_proto("absent") is None

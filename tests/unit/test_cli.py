@@ -66,7 +66,7 @@ def test_ebpf_prints_final_text_without_root_or_bcc():
     assert "#define FILTER_SRC 1" in out and "#define FILTER_GSO_ONLY 1" in out
     assert "struct skb_event {" in out            # the header is inlined
     assert '#include "' not in out                # no local include left
-    assert "HOOK_SEGMENT(skb_segment," in out
+    assert "HOOK_SEGMENT(KPROBE, skb_segment," in out
     assert "HOOK_LINES" not in out
 
 

@@ -30,11 +30,12 @@ def test_hook_table():
               "skb_segment"):
         assert n in names
     lines = dict((h.name, h.c_line()) for h in HOOKS)
-    args = ("(bpf_skb_adjust_room, %d, PT_REGS_PARM1(ctx), PT_REGS_PARM4(ctx), "
-            "PT_REGS_PARM3(ctx), %d)" % (ID["bpf_skb_adjust_room"], event.EV_BPF_HELPER))
+    args = ("(KPROBE, bpf_skb_adjust_room, %d, PT_REGS_PARM1(ctx), PT_REGS_PARM4(ctx), "
+            "PT_REGS_PARM3(ctx), %d, PT_REGS_RC(ctx))" % (ID["bpf_skb_adjust_room"],
+                                                         event.EV_BPF_HELPER))
     assert lines["bpf_skb_adjust_room"] == "HOOK_GSO_CHANGE%s\nHOOK_GSO_CHANGE_RET%s" % (args, args)
     assert lines["udp_tunnel_xmit_skb"].startswith(
-        "HOOK_OBSERVE(udp_tunnel_xmit_skb, %d, PT_REGS_PARM3(ctx)" % ID["udp_tunnel_xmit_skb"])
+        "HOOK_OBSERVE(KPROBE, udp_tunnel_xmit_skb, %d, PT_REGS_PARM3(ctx)" % ID["udp_tunnel_xmit_skb"])
     assert [h.module for h in HOOKS if h.name == "receive_buf"] == ["virtio_net"]
 
 

@@ -38,13 +38,35 @@ def test_symbol_regex_is_anchored():
 def test_c_lines():
     hs = hooks.by_id(hooks.watcher_hooks())
     lines = [h.c_line() for h in hs.values()]
-    assert "HOOK_SEGMENT(skb_segment, 19, PT_REGS_PARM1(ctx), 0, 0, 3)" in lines
+    assert "HOOK_SEGMENT(KPROBE, skb_segment, 19, PT_REGS_PARM1(ctx), 0, 0, 3, " \
+        "PT_REGS_RC(ctx))" in lines
     frag = [h for h in hs.values() if h.name == "ip_do_fragment"][0]
-    assert frag.c_line().startswith("HOOK_CONSUME(ip_do_fragment, %d, PT_REGS_PARM3(ctx)" % frag.hook_id)
+    assert frag.c_line().startswith("HOOK_CONSUME(KPROBE, ip_do_fragment, %d, PT_REGS_PARM3(ctx)" % frag.hook_id)
     pull = [h for h in hs.values() if h.name == "__pskb_pull_tail"][0]
-    args = "(__pskb_pull_tail, %d, PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), 0, 0)" % pull.hook_id
+    args = "(KPROBE, __pskb_pull_tail, %d, PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), 0, 0, " \
+        "PT_REGS_RC(ctx))" % pull.hook_id
     # entry and return programs come from separate macro expansions (bcc 0.18)
     assert pull.c_line() == "HOOK_MUTATE%s\nHOOK_MUTATE_RET%s" % (args, args)
+
+
+def test_fentry_lines_follow_the_kprobe_ones():
+    hs = dict((h.name, h) for h in hooks.watcher_hooks())
+    udp = hs["udp4_ufo_fragment"]
+    udp.symbol, udp.backend, udp.nargs = "udp4_gso_segment", hooks.FENTRY, 2
+    lines = udp.c_line().splitlines()
+    # the kprobe program stays (the fallback); fentry names the kernel function
+    assert lines[0].startswith("HOOK_SEGMENT(KPROBE, udp4_ufo_fragment, ")
+    assert lines[1] == "HOOK_SEGMENT(FENTRY, udp4_gso_segment, %d, ctx[0], 0, 0, %d, ctx[2])" % (
+        udp.hook_id, udp.flags)
+    pull = hs["__pskb_pull_tail"]
+    pull.symbol, pull.backend, pull.nargs = "__pskb_pull_tail", hooks.FENTRY, 2
+    args = "(FENTRY, __pskb_pull_tail, %d, ctx[0], ctx[1], 0, 0, ctx[2])" % pull.hook_id
+    assert pull.c_line().splitlines()[2:] == ["HOOK_MUTATE%s" % args, "HOOK_MUTATE_RET%s" % args]
+    gro = hs["skb_gro_receive"]
+    gro.skb, gro.symbol, gro.backend, gro.nargs = hooks.GRO_HEAD_PP, "skb_gro_receive", \
+        hooks.FENTRY, 2
+    assert "deref_skb_pp((void *)PT_REGS_PARM1(ctx))" in gro.c_line().splitlines()[0]
+    assert "deref_skb_pp((void *)ctx[0])" in gro.c_line().splitlines()[2]
 
 
 def test_scan_kallsyms(tmp_path):
@@ -83,13 +105,18 @@ def test_every_hook_line_has_its_macros():
                        ("skb_vxlan_source_detector.c", hooks.detector_hooks())):
         with open(os.path.join(paths.bpf_dir(), c_file)) as f:
             text = f.read()
-        macros = dict(re.findall(r"#define (HOOK_\w+)\(fn, id, SKB, AUX, AUX2, \w+\) \\\n(.*)\n", text))
-        for body in macros.values():
-            assert body.count("##fn(") == 1, body
+        macros = dict(re.findall(
+            r"#define (HOOK_\w+)\(B, fn, id, SKB, AUX, AUX2, \w+, RET\) \\\n(.*)\n", text))
+        assert macros, c_file
+        for name, body in macros.items():
+            # one function: B##_ENTER(fn) or B##_LEAVE(fn), which the backend
+            # macros of skb_common.h turn into a single program each
+            want = "B##_LEAVE(fn)" if name.endswith("_RET") else "B##_ENTER(fn)"
+            assert body.startswith(want + " {") and body.count("(fn)") == 1, body
         for h in hooks.table(hs):
             for line in h.c_line().split("\n"):
                 assert line.split("(")[0] in macros, (c_file, line)
-            assert ("leave_##fn" in macros.get("HOOK_%s_RET" % h.kind, "")) == h.has_return(), h
+            assert ("HOOK_%s_RET" % h.kind in macros) == h.has_return(), h
 
 
 def module_tree(tmp_path, builtin=(), dep=()):

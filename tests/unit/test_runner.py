@@ -46,8 +46,8 @@ def test_signal_prints_statistics(fake, capsys, sig):
     # the program text had the filter and only the present hooks
     text = fake.BPF.instances[-1].text
     assert "#define FILTER_GSO_ONLY 1" in text
-    assert "HOOK_SEGMENT(skb_segment, %d," % ID["skb_segment"] in text
-    assert "HOOK_MUTATE(pskb_carve" not in text
+    assert "HOOK_SEGMENT(KPROBE, skb_segment, %d," % ID["skb_segment"] in text
+    assert "HOOK_MUTATE(KPROBE, pskb_carve" not in text
     kinds = set((k, sym) for k, sym, _fn in fake.BPF.instances[-1].attached)
     assert ("kretprobe", "pskb_expand_head") in kinds and ("kprobe", "udp4_gso_segment") in kinds
     assert ("kretprobe", "skb_segment") not in kinds
