@@ -35,6 +35,7 @@ from lab import Lab  # noqa: E402
 T = "python3 tests/lab/guest/traffic.py"
 W = "python3 skb_frag_list_watcher.py"
 D = "python3 skb_vxlan_source_detector.py --no-static"
+KP, FE = " --backend kprobe", " --backend fentry"
 NOMATCH = "--gso-only --src-ip 198.19.255.254"     # valid, never seen in the lab
 
 # hook -> has a return probe, for the floor program (as the watcher has them)
@@ -124,15 +125,20 @@ def measure_hits(lab, seconds):
         return start, stop
 
     one("empty kprobe/kretprobe on the watcher's hooks", *guest("floor"))
+    one("empty fentry/fexit on the watcher's hooks", *guest("floor-fentry"))
     one("bpftrace peer (same hooks, same fields)", *guest("bpftrace"))
-    one("watcher, default", *tool(W))
-    one("watcher, %s (matches nothing)" % NOMATCH, *tool(W + " " + NOMATCH))
-    one("detector, default", *tool(D))
+    one("watcher, kprobe", *tool(W + KP))
+    one("watcher, kprobe, %s" % NOMATCH, *tool(W + KP + " " + NOMATCH))
+    one("watcher, fentry", *tool(W + FE))
+    one("watcher, fentry, %s" % NOMATCH, *tool(W + FE + " " + NOMATCH))
+    one("detector, kprobe", *tool(D + KP))
+    one("detector, fentry", *tool(D + FE))
     lab.run("sysctl -qw kernel.bpf_stats_enabled=0")
-    floor = results[0][2]
-    peer = results[1][2]
+    floors = {"kprobe": results[0][2], "fentry": results[1][2]}
+    peer = results[2][2]
     print("%-44s %10s %10s" % ("", "vs floor", "vs peer"))
-    for label, _hits, ns, _rate in results[2:]:
+    for label, _hits, ns, _rate in results[3:]:
+        floor = floors["fentry" if "fentry" in label else "kprobe"]
         print("%-44s %9.2fx %9.2fx" % (label, ns / floor, ns / peer))
     return results
 
@@ -140,8 +146,14 @@ def measure_hits(lab, seconds):
 def measure_throughput(lab, seconds):
     print("\n== TCP forwarding h1 -> r -> h2, %d s each ==" % seconds)
     rows = [("untraced", tcp_rate(lab, seconds))]
-    for label, cmd in (("watcher, default", W), ("watcher, %s" % NOMATCH, W + " " + NOMATCH),
-                       ("detector, default", D), ("detector, %s" % NOMATCH, D + " " + NOMATCH)):
+    for label, cmd in (("watcher, kprobe", W + KP),
+                       ("watcher, kprobe, %s" % NOMATCH, W + KP + " " + NOMATCH),
+                       ("watcher, fentry", W + FE),
+                       ("watcher, fentry, %s" % NOMATCH, W + FE + " " + NOMATCH),
+                       ("detector, kprobe", D + KP), ("detector, kprobe, %s" % NOMATCH,
+                                                      D + KP + " " + NOMATCH),
+                       ("detector, fentry", D + FE), ("detector, fentry, %s" % NOMATCH,
+                                                      D + FE + " " + NOMATCH)):
         lab.start_tool(cmd + " -o /dev/null")
         rows.append((label, tcp_rate(lab, seconds)))
         lab.stop_tool()

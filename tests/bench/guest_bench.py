@@ -2,7 +2,7 @@
 guest, with bcc): the floor and peer programs on the watcher's hooks, and a
 perf-buffer event source for the loss and user-space figures.
 
-    python3 tests/bench/guest_bench.py floor|bpftrace      # until /tmp/bench-stop exists
+    python3 tests/bench/guest_bench.py floor|floor-fentry|bpftrace   # until /tmp/bench-stop exists
     python3 tests/bench/guest_bench.py loss|userspace [--seconds 5]
 """
 import argparse
@@ -45,6 +45,30 @@ def floor():
         b.attach_kprobe(event=h.symbol.encode(), fn_name=b"floor_empty")
         if h.has_return():
             b.attach_kretprobe(event=h.symbol.encode(), fn_name=b"floor_empty_ret")
+    wait_stop()
+
+
+def floor_fentry():
+    """The same with empty fentry/fexit programs, on the hooks the watcher's
+    fentry backend takes (the others keep the empty kprobes)."""
+    from bcc import BPF
+    from skbtrace import btf
+    hs = watcher_symbols()
+    loader.choose_backends(hs, "fentry", btf.BTF.load(), (True, None))
+    text = []
+    for h in hs:
+        if h.backend == hooks.FENTRY:
+            text.append("KFUNC_PROBE(%s) { return 0; }" % h.symbol)
+            if h.has_return():
+                text.append("KRETFUNC_PROBE(%s) { return 0; }" % h.symbol)
+    text.append("int floor_empty(struct pt_regs *ctx) { return 0; }")
+    text.append("int floor_empty_ret(struct pt_regs *ctx) { return 0; }")
+    b = BPF(text="\n".join(text) + "\n")     # bcc attaches the kfunc__ programs
+    for h in hs:
+        if h.backend != hooks.FENTRY:
+            b.attach_kprobe(event=h.symbol.encode(), fn_name=b"floor_empty")
+            if h.has_return():
+                b.attach_kretprobe(event=h.symbol.encode(), fn_name=b"floor_empty_ret")
     wait_stop()
 
 
@@ -281,11 +305,13 @@ def userspace(seconds):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["floor", "bpftrace", "loss", "userspace"])
+    p.add_argument("mode", choices=["floor", "floor-fentry", "bpftrace", "loss", "userspace"])
     p.add_argument("--seconds", type=int, default=5)
     a = p.parse_args()
     if a.mode == "floor":
         floor()
+    elif a.mode == "floor-fentry":
+        floor_fentry()
     elif a.mode == "bpftrace":
         bpftrace()
     elif a.mode == "loss":

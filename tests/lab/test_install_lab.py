@@ -74,6 +74,11 @@ def test_installed_commands_run_from_site_packages(installed):
     finally:
         lab.run("%s cleanup" % T)
     assert w.rc == 0 and d.rc == 0, (w, d)
+    # the default backend: fentry where the kernel has trampolines (every lab
+    # kernel does), the module function receive_buf on its kprobe
+    assert "backend fentry (--backend auto): " in w.err, w.err
+    assert re.search(r"^  not fentry: receive_buf: function of module virtio_net", d.err,
+                     re.M), d.err
     wo = validate_all(w.out.splitlines())
     do = validate_all(d.out.splitlines())
     assert [o for o in wo if o["type"] == "event" and o["event"] == "CREATE"]
