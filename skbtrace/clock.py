@@ -15,18 +15,32 @@ class Clock(object):
         wall = time.time()
         m1 = time.clock_gettime(time.CLOCK_MONOTONIC)
         self.offset = wall - (m0 + m1) / 2.0
+        # strftime(localtime()) of the last whole second each method saw:
+        # events come in bursts within a second, and the call costs more
+        # than the rest of a text line's formatting.
+        self._hms = (None, None)
+        self._iso = (None, None, None)
 
     def wall(self, ts_ns):
         return ts_ns / 1e9 + self.offset
 
     def hms(self, ts_ns):
         """HH:MM:SS.uuuuuu in local time."""
-        t = self.wall(ts_ns)
+        t = ts_ns / 1e9 + self.offset
         secs = int(t)
-        return time.strftime("%H:%M:%S", time.localtime(secs)) + ".%06d" % int((t - secs) * 1e6)
+        cached_secs, text = self._hms
+        if secs != cached_secs:
+            text = time.strftime("%H:%M:%S", time.localtime(secs))
+            self._hms = (secs, text)
+        return text + ".%06d" % int((t - secs) * 1e6)
 
     def iso(self, ts_ns):
-        t = self.wall(ts_ns)
+        t = ts_ns / 1e9 + self.offset
         secs = int(t)
-        return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(secs)) + \
-            ".%06d" % int((t - secs) * 1e6) + time.strftime("%z", time.localtime(secs))
+        cached_secs, head, zone = self._iso
+        if secs != cached_secs:
+            lt = time.localtime(secs)
+            head = time.strftime("%Y-%m-%dT%H:%M:%S", lt)
+            zone = time.strftime("%z", lt)
+            self._iso = (secs, head, zone)
+        return head + ".%06d" % int((t - secs) * 1e6) + zone
