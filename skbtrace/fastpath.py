@@ -398,6 +398,7 @@ def _watcher_json(fmt, hooks_by_id, stats, symbols):
     count_no_stack = stats.stacks
     counts = stats.raw
     iso = fmt.clock.iso
+    json_time = getattr(fmt.clock, "json_time", None)     # clock.Clock's: bytes at once
     templates = {}
     f_stale = event.F_LAST_STALE
 
@@ -434,8 +435,11 @@ def _watcher_json(fmt, hooks_by_id, stats, symbols):
             age = b"%a" % ((ts - lts) / 1000.0) if lts else b"null"
         else:
             age = b""
-        tm = iso(ts)
-        tm = ENC(tm).encode("ascii") if tm is not None else b"null"
+        if json_time is not None:
+            tm = json_time(ts)
+        else:
+            tm = iso(ts)
+            tm = ENC(tm).encode("ascii") if tm is not None else b"null"
         if stacks:
             stack, error = stack_json(symbols(addrs) if addrs and symbols else [], stack_len)
             return template % (
@@ -634,6 +638,7 @@ def _detector_json(fmt, hooks_by_id, stats, symbols, verdict):
     count_no_stack = stats.stacks
     counts = stats.raw
     iso = fmt.clock.iso
+    json_time = getattr(fmt.clock, "json_time", None)     # clock.Clock's: bytes at once
     tunnel_mask = fmt.gso.tunnel_mask()
     templates = {}
     by_setter = verdict.by_setter if verdict is not None else None
@@ -719,8 +724,11 @@ def _detector_json(fmt, hooks_by_id, stats, symbols, verdict):
             age = b"%a" % ((ts - lts) / 1000.0) if lts else b"null"
         else:
             age = b""
-        tm = iso(ts)
-        tm = ENC(tm).encode("ascii") if tm is not None else b"null"
+        if json_time is not None:
+            tm = json_time(ts)
+        else:
+            tm = iso(ts)
+            tm = ENC(tm).encode("ascii") if tm is not None else b"null"
         if stacks:
             stack, error = stack_json(symbols(addrs) if addrs and symbols else [], stack_len)
             return template % (

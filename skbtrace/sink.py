@@ -68,19 +68,45 @@ class Sink(object):
     def write_text(self, text):
         """Lines, each ending in a newline, in one write. Every write() has
         flushed the stream, so nothing waits in its buffer ahead of them."""
-        if self._raw is None:
-            self._write_stream(text)
-        else:
-            self._write_raw(text.encode(self._encoding, self._errors))
+        raw = self._raw
+        if raw is None or self.gone:
+            return self._write_stream(text)
+        data = text.encode(self._encoding, self._errors)
+        try:
+            n = raw.write(data)
+            if n != len(data):
+                self._write_rest(data, n)
+        except (IOError, OSError) as e:
+            if e.errno not in (errno.EPIPE, errno.EIO):     # EIO: the terminal hung up
+                raise
+            self._reader_gone()
+            raise ReaderGone()
         self.lines += text.count("\n")
 
     def write_ascii(self, data):
         """write_text() for lines already in ASCII bytes (--json)."""
-        if self._raw is None:
-            self._write_stream(data.decode("ascii"))
-        else:
-            self._write_raw(data)
+        raw = self._raw
+        if raw is None or self.gone:
+            return self._write_stream(data.decode("ascii"))
+        try:
+            n = raw.write(data)
+            if n != len(data):
+                self._write_rest(data, n)
+        except (IOError, OSError) as e:
+            if e.errno not in (errno.EPIPE, errno.EIO):
+                raise
+            self._reader_gone()
+            raise ReaderGone()
         self.lines += data.count(b"\n")
+
+    def _write_rest(self, data, n):
+        """A signal came after part of the data (a pipe), or a non-blocking
+        file is full: the rest, as a flush would write it."""
+        while n != len(data):
+            if n is None:
+                raise BlockingIOError(errno.EAGAIN, "write could not complete without blocking")
+            data = data[n:]
+            n = self._raw.write(data)
 
     def _write_stream(self, text):
         if self.gone:
@@ -89,30 +115,11 @@ class Sink(object):
             self.stream.write(text)
             self.stream.flush()
         except (IOError, OSError) as e:
-            if e.errno not in (errno.EPIPE, errno.EIO):     # EIO: the terminal hung up
+            if e.errno not in (errno.EPIPE, errno.EIO):
                 raise
             self._reader_gone()
             raise ReaderGone()
-
-    def _write_raw(self, data):
-        if self.gone:
-            raise ReaderGone()
-        raw = self._raw
-        try:
-            n = raw.write(data)
-            while n != len(data):
-                # a signal came after part of it (a pipe), or a non-blocking
-                # file is full: the rest, as a flush would write it
-                if n is None:
-                    raise BlockingIOError(errno.EAGAIN, "write could not complete "
-                                          "without blocking")
-                data = data[n:]
-                n = raw.write(data)
-        except (IOError, OSError) as e:
-            if e.errno not in (errno.EPIPE, errno.EIO):     # EIO: the terminal hung up
-                raise
-            self._reader_gone()
-            raise ReaderGone()
+        self.lines += text.count("\n")
 
     def _reader_gone(self):
         self.gone = True

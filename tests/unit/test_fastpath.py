@@ -312,3 +312,23 @@ def test_clock_cache_gives_what_strftime_gives():
     ts += [r.getrandbits(62) for _ in range(100)]
     for t in ts:
         assert (c.hms(t), c.iso(t)) == (hms(t), iso(t))
+
+
+def test_clock_json_time_is_iso_as_json():
+    c = clock_mod.Clock()
+    r = random.Random(4)
+    for t in [10 ** 9, 10 ** 9 + 1, 2 * 10 ** 9 - 1] + [r.getrandbits(62) for _ in range(200)]:
+        assert c.json_time(t) == json.dumps(c.iso(t)).encode("ascii")
+
+
+@pytest.mark.parametrize("mode", cases.MODES)
+def test_with_the_tools_clock(data, monkeypatch, identity, mode):
+    """The tools' Clock (local time, its own cache; Clock.json_time() for
+    --json) instead of the tests' fixed one."""
+    def make_clock():
+        c = clock_mod.Clock()
+        c.offset = 1764500000.123456
+        return c
+    monkeypatch.setattr(cases, "FixedClock", make_clock)
+    for tool in cases.TOOLS:
+        compare(tool, mode, False, data[tool])
