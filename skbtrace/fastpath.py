@@ -181,13 +181,16 @@ def watcher_handler(fmt, hooks_by_id, stats, symbols=None):
 def _watcher_text(fmt, hooks_by_id, stats, symbols):
     from skbtrace.formatter import TIME_W
     texts = Texts(fmt, hooks_by_id)
+    # what every line needs; --verbose reads the rest in a second unpack
     unpack = event.layout_struct(
-        "ts_ns skb new_skb frag_list_before frag_list_after ret last_ts_ns pid cpu len "
-        "data_len_before data_len_after gso_type_before gso_type_after ifindex iif reasons "
-        "frags_bytes stack_len hook_id last_hook gso_size_before gso_size_after gso_segs "
-        "protocol sport dport inner_sport inner_dport event severity nr_frags_before "
-        "nr_frags_after flags family l4proto inner_family inner_l4proto saddr daddr "
-        "inner_saddr inner_daddr comm").unpack_from
+        "ts_ns skb new_skb frag_list_before frag_list_after ret last_ts_ns cpu len "
+        "data_len_after gso_type_before gso_type_after reasons frags_bytes stack_len hook_id "
+        "last_hook gso_size_before gso_size_after event severity nr_frags_after flags"
+    ).unpack_from
+    unpack_v = event.layout_struct(
+        "pid data_len_before ifindex iif gso_segs protocol sport dport inner_sport inner_dport "
+        "nr_frags_before family l4proto inner_family inner_l4proto saddr daddr inner_saddr "
+        "inner_daddr comm").unpack_from
     verbose = fmt.verbose
     stacks = fmt.stacks
     count_no_stack = stats.stacks
@@ -215,10 +218,8 @@ def _watcher_text(fmt, hooks_by_id, stats, symbols):
     def handle(data):
         if len(data) < SIZE:
             raise ValueError("short event: %d bytes, expected %d" % (len(data), SIZE))
-        (ts, skb, new_skb, flb, fla, ret, lts, pid, cpu, length, dlb, dla, gtb, gta, ifindex, iif,
-         reasons, fbytes, stack_len, hook_id, last_hook, gsb, gsa, segs, proto, sport, dport,
-         isport, idport, ev, sev, nfb, nfa, flags, fam, l4, ifam, il4, sa, da, isa, ida,
-         comm) = unpack(data)
+        (ts, skb, new_skb, flb, fla, ret, lts, cpu, length, dla, gtb, gta, reasons, fbytes,
+         stack_len, hook_id, last_hook, gsb, gsa, ev, sev, nfa, flags) = unpack(data)
         addrs = stack_addrs(data, stack_len) if stack_len > 0 else None
         key = hook_id | ev << 16 | sev << 24
         counts[key] = counts.get(key, 0) + 1
@@ -236,6 +237,8 @@ def _watcher_text(fmt, hooks_by_id, stats, symbols):
         else:
             flt = "%s (no change)" % ptr(flb)
         if verbose:
+            (pid, dlb, ifindex, iif, segs, proto, sport, dport, isport, idport, nfb, fam, l4, ifam,
+             il4, sa, da, isa, ida, comm) = unpack_v(data)
             if gtb == gta:
                 gso = gso_text.get(gta) or get_gso_text(gta)
             else:
@@ -496,13 +499,19 @@ def _verdict_counter(verdict):
 def _detector_text(fmt, hooks_by_id, stats, symbols, verdict):
     from skbtrace import detector
     texts = Texts(fmt, hooks_by_id)
+    # what every line needs; the virtio header and --verbose's fields in
+    # second unpacks
     unpack = event.layout_struct(
-        "ts_ns skb frag_list_after ret aux last_ts_ns pid cpu len data_len_after "
-        "gso_type_before gso_type_after ifindex iif reasons stack_len hook_id last_hook "
-        "gso_size_before gso_size_after protocol sport dport inner_sport inner_dport "
-        "vnet_hdr_len vnet_gso_size vnet_csum_start vnet_csum_offset event severity "
-        "nr_frags_after flags family l4proto inner_family inner_l4proto vnet_flags "
-        "vnet_gso_type aux2 saddr daddr inner_saddr inner_daddr comm").unpack_from
+        "ts_ns skb ret aux last_ts_ns cpu gso_type_before gso_type_after reasons stack_len "
+        "hook_id last_hook gso_size_before gso_size_after event severity flags aux2"
+    ).unpack_from
+    unpack_vnet = event.layout_struct(
+        "vnet_hdr_len vnet_gso_size vnet_csum_start vnet_csum_offset vnet_flags vnet_gso_type"
+    ).unpack_from
+    unpack_v = event.layout_struct(
+        "frag_list_after pid len data_len_after ifindex iif protocol sport dport inner_sport "
+        "inner_dport nr_frags_after family l4proto inner_family inner_l4proto saddr daddr "
+        "inner_saddr inner_daddr comm").unpack_from
     verbose = fmt.verbose
     stacks = fmt.stacks
     count_no_stack = stats.stacks
@@ -534,10 +543,8 @@ def _detector_text(fmt, hooks_by_id, stats, symbols, verdict):
     def handle(data):
         if len(data) < SIZE:
             raise ValueError("short event: %d bytes, expected %d" % (len(data), SIZE))
-        (ts, skb, fla, ret, aux, lts, pid, cpu, length, dla, gtb, gta, ifindex, iif, reasons,
-         stack_len, hook_id, last_hook, gsb, gsa, proto, sport, dport, isport, idport, vhl, vgs,
-         vcs, vco, ev, sev, nfa, flags, fam, l4, ifam, il4, vfl, vgt, aux2, sa, da, isa, ida,
-         comm) = unpack(data)
+        (ts, skb, ret, aux, lts, cpu, gtb, gta, reasons, stack_len, hook_id, last_hook, gsb, gsa,
+         ev, sev, flags, aux2) = unpack(data)
         addrs = stack_addrs(data, stack_len) if stack_len > 0 else None
         key = hook_id | ev << 16 | sev << 24
         counts[key] = counts.get(key, 0) + 1
@@ -557,6 +564,8 @@ def _detector_text(fmt, hooks_by_id, stats, symbols, verdict):
             gso = "%s -> %s" % (gso_text.get(gtb) or get_gso_text(gtb),
                                 gso_text.get(gta) or get_gso_text(gta))
         if verbose:
+            (fla, pid, length, dla, ifindex, iif, proto, sport, dport, isport, idport, nfa, fam, l4,
+             ifam, il4, sa, da, isa, ida, comm) = unpack_v(data)
             out = line1_v % (hms(ts), cpu, comm_text.get(comm) or get_comm(comm), pid,
                              label.columns, skb, gso)
         else:
@@ -564,6 +573,7 @@ def _detector_text(fmt, hooks_by_id, stats, symbols, verdict):
 
         # DetectorFormatter.event_detail()
         if flags & f_vnet:
+            vhl, vgs, vcs, vco, vfl, vgt = unpack_vnet(data)
             out += virtio % (vnet_gso_text(vgt), vgt, vgs, vhl, vcs, vco,
                              bit_names(vfl, vnet_flag_bits))
         kind = detail_kinds.get(function)
