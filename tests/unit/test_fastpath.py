@@ -332,3 +332,21 @@ def test_with_the_tools_clock(data, monkeypatch, identity, mode):
     monkeypatch.setattr(cases, "FixedClock", make_clock)
     for tool in cases.TOOLS:
         compare(tool, mode, False, data[tool])
+
+
+def test_perf_callback_copies_the_record():
+    """loader.Program.open(): bcc hands the record's address as an int (its
+    callback type has c_void_p); anything else goes through string_at()."""
+    import fakebcc
+    from skbtrace import loader
+    prog = loader.Program(fakebcc.Module(), "", [])
+    prog.bpf = fakebcc.BPF()
+    got = []
+    prog.open(got.append, 8)
+    rec = to_bytes(make_event(event=event.EV_CLEAR)) + b"\x01" * (8 * event.STACK_FRAMES + 24)
+    buf = ctypes.create_string_buffer(rec, len(rec))
+    for addr in (ctypes.addressof(buf), ctypes.cast(buf, ctypes.c_void_p)):
+        for size in (256, 300, len(rec)):
+            prog.bpf.cb(0, addr, size)
+    full = 256 + 8 * event.STACK_FRAMES
+    assert got == [rec[:256], rec[:300], rec[:full]] * 2
