@@ -32,7 +32,6 @@ class Sink(object):
                 raise UserError("-o/--output: cannot open %s: %s" % (path, e.strerror))
         else:
             self.stream = sys.stdout
-        self.lines = 0
         self.gone = False
         self._bind()
 
@@ -63,7 +62,6 @@ class Sink(object):
                 raise
             self._reader_gone()
             raise ReaderGone()
-        self.lines += 1
 
     def write_text(self, text):
         """Lines, each ending in a newline, in one write. Every write() has
@@ -81,7 +79,6 @@ class Sink(object):
                 raise
             self._reader_gone()
             raise ReaderGone()
-        self.lines += text.count("\n")
 
     def write_ascii(self, data):
         """write_text() for lines already in ASCII bytes (--json)."""
@@ -97,7 +94,6 @@ class Sink(object):
                 raise
             self._reader_gone()
             raise ReaderGone()
-        self.lines += data.count(b"\n")
 
     def _write_rest(self, data, n):
         """A signal came after part of the data (a pipe), or a non-blocking
@@ -119,7 +115,6 @@ class Sink(object):
                 raise
             self._reader_gone()
             raise ReaderGone()
-        self.lines += text.count("\n")
 
     def _reader_gone(self):
         self.gone = True
