@@ -165,10 +165,6 @@ class Label(object):
         self.function_json = jenc(self.function)
 
 
-def ptr(value):
-    return "0x%016x" % value if value else "NULL"
-
-
 # --- skb_frag_list_watcher ------------------------------------------------------
 
 def watcher_handler(fmt, hooks_by_id, stats, symbols=None):
@@ -228,14 +224,17 @@ def _watcher_text(fmt, hooks_by_id, stats, symbols):
             stats.no_stack[why] = stats.no_stack.get(why, 0) + 1
         label = labels.get(key & 0xffffff) or get_label(key & 0xffffff)
 
+        # Formatter.frag_list_text(), formatter.ptr() written out
         if ev in fl_change:
-            flt = "%s -> %s" % (ptr(flb), ptr(fla))
+            flt = "%s -> %s" % ("0x%016x" % flb if flb else "NULL",
+                                "0x%016x" % fla if fla else "NULL")
         elif ev == ev_propagate:
-            flt = "%s new_skb=%s" % (ptr(fla), ptr(new_skb))
+            flt = "%s new_skb=%s" % ("0x%016x" % fla if fla else "NULL",
+                                     "0x%016x" % new_skb if new_skb else "NULL")
         elif ev == ev_copy_fail:
-            flt = "%s new_skb=NULL" % ptr(flb)
+            flt = ("0x%016x" % flb if flb else "NULL") + " new_skb=NULL"
         else:
-            flt = "%s (no change)" % ptr(flb)
+            flt = ("0x%016x" % flb if flb else "NULL") + " (no change)"
         if verbose:
             (pid, dlb, ifindex, iif, segs, proto, sport, dport, isport, idport, nfb, fam, l4, ifam,
              il4, sa, da, isa, ida, comm) = unpack_v(data)
