@@ -18,6 +18,9 @@ import sys
 from skbtrace.errors import UserError
 
 
+_ASCII = "".join(chr(c) for c in range(128))
+
+
 class ReaderGone(Exception):
     """The pipe reader exited; stop tracing without a message."""
 
@@ -46,7 +49,14 @@ class Sink(object):
             raw = stream.buffer.raw
         except AttributeError:
             return
-        if isinstance(stream, io.TextIOWrapper) and isinstance(raw, io.FileIO):
+        if not (isinstance(stream, io.TextIOWrapper) and isinstance(raw, io.FileIO)):
+            return
+        try:
+            # write_ascii() hands over ASCII bytes as they are
+            ascii_compatible = _ASCII.encode(stream.encoding) == _ASCII.encode("ascii")
+        except (LookupError, UnicodeError):
+            return
+        if ascii_compatible:
             self._raw = raw
             self._encoding = stream.encoding
             self._errors = stream.errors

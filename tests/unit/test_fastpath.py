@@ -349,3 +349,16 @@ def test_perf_callback_copies_the_record():
             prog.bpf.cb(0, addr, size)
     full = 256 + 8 * event.STACK_FRAMES
     assert got == [rec[:256], rec[:300], rec[:full]] * 2
+
+
+def test_a_stream_that_is_not_ascii_keeps_its_encoding(tmp_path):
+    p = tmp_path / "utf16.log"
+    s = Sink(str(p))
+    s.stream.close()
+    s.stream = io.open(str(p), "a", encoding="utf-16-le")
+    s._bind()
+    assert s._raw is None
+    s.write_ascii(b"{}\n")
+    s.write_text("\xe9\n")
+    s.close()
+    assert p.read_bytes() == "{}\n\xe9\n".encode("utf-16-le")
