@@ -1,6 +1,7 @@
 """One time base for both tools. BPF stamps events with bpf_ktime_get_ns()
 (CLOCK_MONOTONIC); both tools turn that into wall-clock time with the same
 offset computation, so their logs can be merged line by line."""
+import json
 import time
 
 
@@ -15,18 +16,49 @@ class Clock(object):
         wall = time.time()
         m1 = time.clock_gettime(time.CLOCK_MONOTONIC)
         self.offset = wall - (m0 + m1) / 2.0
+        # strftime(localtime()) of the last whole second each method saw:
+        # events come in bursts within a second, and the call costs more
+        # than the rest of a text line's formatting.
+        self._hms = (None, None)
+        self._iso = (None, None, None)
+        self._json = (None, None, None)
 
     def wall(self, ts_ns):
         return ts_ns / 1e9 + self.offset
 
     def hms(self, ts_ns):
         """HH:MM:SS.uuuuuu in local time."""
-        t = self.wall(ts_ns)
+        t = ts_ns / 1e9 + self.offset
         secs = int(t)
-        return time.strftime("%H:%M:%S", time.localtime(secs)) + ".%06d" % int((t - secs) * 1e6)
+        cached_secs, text = self._hms
+        if secs != cached_secs:
+            text = time.strftime("%H:%M:%S", time.localtime(secs))
+            self._hms = (secs, text)
+        return text + ".%06d" % int((t - secs) * 1e6)
 
     def iso(self, ts_ns):
-        t = self.wall(ts_ns)
+        t = ts_ns / 1e9 + self.offset
         secs = int(t)
-        return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(secs)) + \
-            ".%06d" % int((t - secs) * 1e6) + time.strftime("%z", time.localtime(secs))
+        cached_secs, head, zone = self._iso
+        if secs != cached_secs:
+            lt = time.localtime(secs)
+            head = time.strftime("%Y-%m-%dT%H:%M:%S", lt)
+            zone = time.strftime("%z", lt)
+            self._iso = (secs, head, zone)
+        return head + ".%06d" % int((t - secs) * 1e6) + zone
+
+    def json_time(self, ts_ns):
+        """iso() as json.dumps() writes it, in bytes: the --json fast path's
+        "time" (skbtrace/fastpath.py), without a str in between."""
+        t = ts_ns / 1e9 + self.offset
+        secs = int(t)
+        cached_secs, head, zone = self._json
+        if secs != cached_secs:
+            lt = time.localtime(secs)
+            # JSON escapes character by character: the quoted whole is the
+            # quoted head without its closing quote, the digits, the quoted
+            # zone without its opening one
+            head = json.dumps(time.strftime("%Y-%m-%dT%H:%M:%S", lt)).encode("ascii")[:-1]
+            zone = json.dumps(time.strftime("%z", lt)).encode("ascii")[1:]
+            self._json = (secs, head, zone)
+        return b"%s.%06d%s" % (head, int((t - secs) * 1e6), zone)

@@ -123,6 +123,14 @@ class DetectorFormatter(Formatter):
                 "TIME", "CPU", "COMM", "PID", "EVENT", "FUNCTION", "SKB", "GSO_TYPE | DETAIL")
         return [h, "-" * max(len(h), 100)]
 
+    def handler(self, hooks_by_id, stats, symbols=None, verdict=None):
+        """Formatter.handler() for the detector; verdict counted as
+        Detector.on_record() counts it."""
+        if type(self) is not DetectorFormatter:
+            return None
+        from skbtrace import fastpath
+        return fastpath.detector_handler(self, hooks_by_id, stats, symbols, verdict)
+
     def gso_change(self, r):
         e = r.ev
         if e.gso_type_before == e.gso_type_after:
@@ -305,6 +313,12 @@ class Detector(runner.Tool):
 
     def on_record(self, record):
         self.verdict.add(record)
+
+    def handler(self, formatter, hooks_by_id, stats, symbols=None):
+        if type(self).on_record is not Detector.on_record or \
+                not isinstance(formatter, DetectorFormatter):
+            return None
+        return formatter.handler(hooks_by_id, stats, symbols, verdict=self.verdict)
 
     def extra_stats(self, stats):
         stats.extra_lines = self.verdict.render()

@@ -96,3 +96,61 @@ SEVERITY_NAMES = {0: "", 1: "WARNING", 2: "CRITICAL"}
 
 def reason_names(bits):
     return [name for value, name in REASON_BITS if bits & value]
+
+
+_STRUCT_CODES = {
+    ctypes.c_uint8: "B", ctypes.c_uint16: "H", ctypes.c_uint32: "I", ctypes.c_uint64: "Q",
+    ctypes.c_int32: "i", ctypes.c_int64: "q",
+}
+
+
+def layout_struct(names):
+    """A struct.Struct that unpacks the named fields of struct skb_event, in
+    the header's order, and skips the others: the fast path reads only what
+    it needs. Arrays (addresses, comm) come out as bytes, in full;
+    "first:last" is the raw bytes from field first through field last, as
+    one bytes object (a cache key). names: a list or a space-separated
+    string, in the header's order."""
+    import struct
+    if isinstance(names, str):
+        names = names.split()
+    wanted = [n.split(":", 1) if ":" in n else [n] for n in names]
+    fmt = ["="]
+    pos = 0
+    skip = 0
+    chunk = None        # [last field, bytes so far] of a "first:last" range
+    for name, ctype in FIELDS:
+        offset = getattr(SkbEvent, name).offset
+        size = ctypes.sizeof(ctype)
+        if offset != pos:
+            raise ValueError("struct skb_event: implicit padding before %s" % name)
+        pos += size
+        if chunk is not None:
+            chunk[1] += size
+            if name == chunk[0]:
+                fmt.append("%ds" % chunk[1])
+                chunk = None
+            continue
+        if not wanted or wanted[0][0] != name:
+            skip += size
+            continue
+        want = wanted.pop(0)
+        if skip:
+            fmt.append("%dx" % skip)
+            skip = 0
+        if len(want) == 2 and want[1] != name:
+            chunk = [want[1], size]
+        elif hasattr(ctype, "_length_") or len(want) == 2:
+            fmt.append("%ds" % size)
+        else:
+            fmt.append(_STRUCT_CODES[ctype])
+    if wanted or chunk is not None:
+        raise ValueError("not fields of struct skb_event, or out of the header's order: %s"
+                         % " ".join(":".join(w) for w in wanted or [chunk[:1]]))
+    if skip:
+        fmt.append("%dx" % skip)
+    s = struct.Struct("".join(fmt))
+    if s.size != ctypes.sizeof(SkbEvent):
+        raise ValueError("layout_struct: %d bytes, struct skb_event has %d"
+                         % (s.size, ctypes.sizeof(SkbEvent)))
+    return s

@@ -31,6 +31,16 @@ class Formatter(object):
         self.tool = tool
         self.stacks = stacks        # --stack-trace: every event shows its stack or says why not
 
+    def handler(self, hooks_by_id, stats, symbols=None):
+        """The runner's fast path (skbtrace/fastpath.py): perf-buffer bytes
+        -> the event's lines as lines() writes them, each ending in a
+        newline, counted in stats. None for a subclass the fast path does not
+        know: the runner then goes through Decoder, Stats.add() and lines()."""
+        if type(self) is not Formatter:
+            return None
+        from skbtrace import fastpath
+        return fastpath.watcher_handler(self, hooks_by_id, stats, symbols)
+
     # --- text -----------------------------------------------------------------
 
     def header(self):

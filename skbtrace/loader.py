@@ -473,9 +473,18 @@ class Program(object):
     def open(self, callback, page_cnt, lost_callback=None):
         # struct record_t: the event and, with --stack-trace, its stack
         size = ctypes.sizeof(event.SkbEvent) + 8 * event.STACK_FRAMES
+        arrays = {}     # record size -> c_char * size: .from_address().raw copies
+                        # the record for a third of ctypes.string_at()'s cost
 
         def _on_event(_cpu, data, data_size):
-            callback(ctypes.string_at(data, min(size, data_size)))
+            n = size if data_size > size else data_size
+            if data.__class__ is not int:   # bcc's callback gets the address as an int
+                callback(ctypes.string_at(data, n))
+                return
+            array = arrays.get(n)
+            if array is None:
+                array = arrays[n] = ctypes.c_char * n
+            callback(array.from_address(data).raw)
 
         def _on_lost(count):
             self.lost_total += count

@@ -68,6 +68,14 @@ class Tool(object):
     def on_record(self, record):
         pass
 
+    def handler(self, formatter, hooks_by_id, stats, symbols=None):
+        """The fast path for this tool's events (Formatter.handler()), or
+        None: a subclass that overrides on_record() gets Records, through
+        the decoder."""
+        if type(self).on_record is not Tool.on_record:
+            return None
+        return formatter.handler(hooks_by_id, stats, symbols)
+
     def extra_stats(self, stats):
         pass
 
@@ -233,6 +241,11 @@ def _trace(tool, program, formatter_cls, stats, sink, clock, recorder, rotate):
     stats.tool = tool.name
     stats.stacks = bool(args.stack_trace)
     stats.flight_recorder = args.flight_recorder
+    # bytes -> the event's lines in one call (skbtrace/fastpath.py), written
+    # at once; None: Decoder, Stats.add(), on_record() and Formatter.lines()
+    handle = tool.handler(formatter, decoder.by_id, stats,
+                          program.symbols if args.stack_trace else None)
+    write = sink.write_ascii if formatter.json_mode else sink.write_text  # --json: bytes
 
     def on_event(data):
         # An exception cannot cross bcc's ctypes callback (it would be printed
@@ -240,6 +253,9 @@ def _trace(tool, program, formatter_cls, stats, sink, clock, recorder, rotate):
         if stop.signal is not None and sink.gone:
             return
         try:
+            if handle is not None:
+                write(handle(data))
+                return
             record = decoder.decode(data)
             if args.stack_trace:
                 record.stack = program.symbols(record.stack_addrs)

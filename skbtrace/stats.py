@@ -34,6 +34,11 @@ class Stats(object):
         self.extra = OrderedDict()          # tool-specific "label: value" lines
         self.extra_lines = []               # tool-specific sections (the detector's verdict)
         self.extra_dict = {}
+        # The runner's fast path (skbtrace/fastpath.py) counts here instead of
+        # calling add(): one dict update per event, keyed by
+        # raw_key(hook_id, event, severity); render() and to_dict() fold it
+        # into the counts above first.
+        self.raw = {}
 
     def add(self, record):
         self.total += 1
@@ -46,8 +51,28 @@ class Stats(object):
             why = record.stack_error or "empty"
             self.no_stack[why] = self.no_stack.get(why, 0) + 1
 
+    def fold(self):
+        """Move the fast path's counts into total, by_event, by_severity and
+        by_hook. Keys are in the order their first event came (dicts keep
+        insertion order, CPython 3.6 included), so events outside
+        event_names are listed in the order add() would have listed them."""
+        raw = self.raw
+        if not raw:
+            return
+        for key, n in raw.items():
+            hook_id, ev, sev = key & 0xffff, (key >> 16) & 0xff, key >> 24
+            self.total += n
+            name = event.EVENT_NAMES.get(ev, "EVENT%d" % ev)
+            self.by_event[name] = self.by_event.get(name, 0) + n
+            sev_name = event.SEVERITY_NAMES.get(sev, "")
+            if sev_name:
+                self.by_severity[sev_name] += n
+            self.by_hook[hook_id] = self.by_hook.get(hook_id, 0) + n
+        raw.clear()
+
     def render(self, kernel, lost_cb_total, hook_hits, attach_notes=None, hook_lost=None):
         """kernel: dict counter name -> per-CPU list (from Program.counters())."""
+        self.fold()
         out = ["", "--- Statistics ---", "%-20s%d" % ("Total events:", self.total)]
         for name, n in self.by_event.items():
             label = "%s:" % name if name == "INCONSISTENT" else "%s events:" % name
@@ -113,6 +138,7 @@ class Stats(object):
                 "restored": list(self.flight_restored)}
 
     def to_dict(self, kernel, lost_cb_total, hook_hits, hook_lost=None):
+        self.fold()
         d = {
             "type": "statistics",
             "tool": self.tool,
@@ -140,6 +166,12 @@ class Stats(object):
         }
         d.update(self.extra_dict)
         return d
+
+
+def raw_key(hook_id, ev, severity):
+    """Stats.raw's key: hook_id (u16), event (u8) and severity (u8) of an
+    event in one int."""
+    return hook_id | ev << 16 | severity << 24
 
 
 WATCHER_EVENTS = [event.EVENT_NAMES[v] for v in (

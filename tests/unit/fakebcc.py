@@ -91,7 +91,9 @@ class BPF(object):
                     self.lost_cb(data)
                     continue
                 buf = ctypes.create_string_buffer(data, len(data))
-                self.cb(0, ctypes.cast(buf, ctypes.c_void_p), len(data))
+                # as bcc's CFUNCTYPE(None, py_object, c_void_p, c_int) callback
+                # gets it: the address as an int
+                self.cb(0, ctypes.addressof(buf), len(data))
         elif self.polls == len(BPF.script):
             if BPF.lost and self.lost_cb:
                 self.lost_cb(BPF.lost)
