@@ -85,7 +85,8 @@ def test_kprobe_and_fentry_report_the_same_findings(lab):
 
     for tool in ("w", "d"):
         kp, fe = out[tool + "-kprobe"][0], out[tool + "-fentry"][0]
-        assert kp, (tool, res[tool + "-kprobe"].err)
+        assert kp and fe, (tool, res[tool + "-kprobe"].err, out[tool + "-kprobe"][1],
+                           res[tool + "-fentry"].err, out[tool + "-fentry"][1], t)
         a = collections.Counter(_key(e) for e in kp)
         b = collections.Counter(_key(e) for e in fe)
         assert a == b, (tool, sorted((a - b).items())[:5], sorted((b - a).items())[:5])
