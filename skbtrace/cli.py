@@ -77,10 +77,10 @@ def make_parser(prog, description, examples):
                    metavar="N", help="perf buffer pages per CPU, a power of two (default %d)"
                    % DEFAULT_BUFFER_PAGES)
     p.add_argument("--backend", choices=("auto", "kprobe", "fentry"), default="auto",
-                   help="how hooks attach: fentry/fexit (BPF trampolines: kernel BTF, x86-64, "
-                        "5.5+; cheaper per hit) or kprobe/kretprobe (every kernel, module "
-                        "functions); auto takes fentry where the kernel and the hook allow "
-                        "it (default auto)")
+                   help="how hooks attach: fentry/fexit (BPF trampolines, where the kernel "
+                        "has them: x86-64 and BTF; no trap per hit) or kprobe/kretprobe "
+                        "(any kernel, module functions); auto takes fentry where the kernel "
+                        "and the hook allow it (default auto)")
     c = p.add_argument_group("crash reproduction")
     c.add_argument("--flight-recorder", nargs="?", const="crash", choices=("crash", "all"),
                    metavar="all",
