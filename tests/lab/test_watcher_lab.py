@@ -42,12 +42,15 @@ def stacks_by_event(lines):
 
 
 def attached_symbols(out):
-    """hook name -> the kernel symbol it attached to, from the statistics."""
+    """hook name -> the kernel symbol it attached to, from the statistics'
+    STATUS column: `attached BACKEND SYMBOL`."""
     syms = {}
     for line in stats_block(out).splitlines():
         parts = line.split()
-        if "attached" in parts[:6] and parts.index("attached") + 1 < len(parts):
-            syms[parts[0]] = parts[parts.index("attached") + 1]
+        if "attached" in parts[:6]:
+            i = parts.index("attached")
+            assert parts[i + 1] in ("kprobe", "fentry"), line
+            syms[parts[0]] = parts[i + 2]
     return syms
 
 
