@@ -37,6 +37,8 @@ def one_line_error(rc, err, code, text):
     (["-o", "/nonexistent-dir/x.log"], "-o/--output: cannot open /nonexistent-dir/x.log"),
     (["--flight-recorder=everything"], "argument --flight-recorder: invalid choice: "
                                        "'everything' (choose from 'crash', 'all')"),
+    (["--backend", "ebpf"], "argument --backend: invalid choice: 'ebpf' "
+                            "(choose from 'auto', 'kprobe', 'fentry')"),
 ])
 def test_bad_input(args, text):
     rc, out, err = run(args)
