@@ -348,9 +348,11 @@ _BPF_FRAME = ("bpf_prog_", "bpf_trampoline_", "__bpf_prog_enter", "__bpf_tramp_e
 
 
 def trim_bpf_frames(symbols):
-    """A stack taken in a fentry/fexit program starts in the program and its
-    trampoline; the hooked function comes after them. A kprobe's starts at
-    the probed function."""
+    """The BPF side already skips a fentry program's own two frames (the
+    program and its trampoline, FENTRY_STACK_SKIP in bpf/skb_common.h); this
+    drops any that still lead the stack where the kernel names them
+    (net.core.bpf_jit_kallsyms=1) and its unwinder saw more. A kprobe's
+    stack starts at the probed function and is left as it is."""
     k = 0
     while k < len(symbols) - 1 and symbols[k].startswith(_BPF_FRAME):
         k += 1
