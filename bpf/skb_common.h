@@ -31,11 +31,13 @@ struct call_t {
 	u64 skb;
 	u64 aux;
 	u64 ret;	/* return stubs: the traced function's return value */
+	u64 tag;	/* by_arg: the first argument (see "Entry/return pairing") */
 	u32 hook_id;
 	u32 hflags;
 	u8  aux2;
 	u8  stack_skip;	/* frames of the hook's own making atop its stack */
-	u8  pad[6];
+	u8  by_arg;	/* fentry/fexit: an entry pairs with its return by argument */
+	u8  pad[5];
 };
 
 /* Entry state, kept from entry to return of one hook call. */
@@ -88,14 +90,17 @@ struct task_key_t {
 	u32 cpu;
 };
 
-/* Nesting depth makes recursive and nested hooks (bpf_skb_pull_data ->
- * __pskb_pull_tail -> pskb_expand_head, or __pskb_pull_tail on a frag_list
- * member) keep one entry record each. */
+/* One running call of a hook: recursive and nested hooks
+ * (bpf_skb_pull_data -> __pskb_pull_tail -> pskb_expand_head, or
+ * __pskb_pull_tail on a frag_list member) keep one entry record each. kprobe:
+ * the task's nesting depth tells them apart; fentry: the hook and its first
+ * argument (see "Entry/return pairing"). */
 struct entry_key_t {
 	u32 tid;
 	u32 cpu;
 	u32 depth;
-	u32 pad;
+	u32 hook_id;
+	u64 tag;
 };
 
 /* Last change seen per skb address, for the "last=" column. */
@@ -121,8 +126,11 @@ BPF_PROG_ARRAY(stages, NR_STAGES);
 BPF_PERCPU_ARRAY(counters, u64, NR_COUNTERS);
 BPF_PERCPU_ARRAY(hook_hits, u64, MAX_HOOKS);
 BPF_PERCPU_ARRAY(hook_lost, u64, MAX_HOOKS);	/* perf_submit failures, by hook */
-BPF_HASH(depths, struct task_key_t, u32, 10240);
-BPF_HASH(entries, struct entry_key_t, struct entry_t, 10240);
+/* LRU: a task's depth stays at 0 between calls (no insert and delete per
+ * call) and ages out when the task is gone; an entry whose return never came
+ * ages out too. */
+BPF_TABLE("lru_hash", struct task_key_t, u32, depths, 10240);
+BPF_TABLE("lru_hash", struct entry_key_t, struct entry_t, entries, 10240);
 BPF_TABLE("lru_hash", u64, struct last_t, last_change, LAST_CHANGE_ENTRIES);
 
 static __always_inline void count(u32 idx)
@@ -139,7 +147,9 @@ static __always_inline void count_hit(u32 hook_id)
 		(*v)++;
 }
 
-/* The scratch of the hook running now on this CPU (see SCRATCH_LEVELS). */
+/* The scratch of the hook running now on this CPU (see SCRATCH_LEVELS):
+ * for the kprobe backend's stage programs, which the stub's tail call reaches
+ * without it. Everything else is handed the pointer. */
 static __always_inline struct scratch_t *get_scratch(void)
 {
 	u32 zero = 0, idx = 0;
@@ -150,20 +160,24 @@ static __always_inline struct scratch_t *get_scratch(void)
 	return scratch.lookup(&idx);
 }
 
-/* A hook starts: take the next scratch level. -1 when nested too deep. */
-static __always_inline int level_enter(void)
+/* A hook starts: take the next scratch level. NULL when nested too deep. */
+static __always_inline struct scratch_t *level_enter(void)
 {
-	u32 zero = 0;
+	u32 zero = 0, idx;
 	u32 *lv = levels.lookup(&zero);
+	struct scratch_t *s;
 
 	if (!lv)
-		return -1;
+		return 0;
 	if (*lv >= SCRATCH_LEVELS) {
 		count(CNT_TOO_DEEP);
-		return -1;
+		return 0;
 	}
-	(*lv)++;
-	return 0;
+	idx = *lv;
+	s = scratch.lookup(&idx);
+	if (s)
+		(*lv)++;
+	return s;
 }
 
 static __always_inline void level_leave(void)
@@ -476,13 +490,10 @@ static __always_inline int filter_keep(struct scratch_t *s)
 	return 1;
 }
 
-/* Load the skb, apply the filters. NULL when the hit is not reported. */
-static __always_inline struct scratch_t *load(struct sk_buff *skb, u32 hook_id)
+/* Load the skb into s, apply the filters. NULL when the hit is not reported. */
+static __always_inline struct scratch_t *load(struct scratch_t *s, struct sk_buff *skb,
+					      u32 hook_id)
 {
-	struct scratch_t *s = get_scratch();
-
-	if (!s)
-		return 0;
 	if (!prefilter(skb)) {
 		count(CNT_FILTERED);
 		return 0;
@@ -576,16 +587,26 @@ static __always_inline u8 severity_of(u32 reasons)
 	return reasons ? SEV_WARNING : SEV_NONE;
 }
 
-/* Entry/return bookkeeping. push_depth() runs at every entry (filtered or
- * not) and pop_depth() at every return, so the depth stays paired. */
+/*
+ * Entry/return pairing. A kretprobe cannot read the traced function's
+ * arguments, so with the kprobe backend every entry, kept or filtered, pushes
+ * the task's nesting depth and every return pops it: the depth pairs them.
+ * An fexit program reads the same argument copy its fentry program read (the
+ * trampoline's), so there an entry is keyed by its hook and first argument,
+ * and a filtered entry leaves nothing behind: its return costs one lookup
+ * that misses. The depth then counts the task's kept calls only (the
+ * detector's "nested").
+ */
 static __always_inline u32 push_depth(struct task_key_t *tk)
 {
-	u32 d = 0, *dp = depths.lookup(tk);
+	u32 one = 1, d, *dp = depths.lookup(tk);
 
-	if (dp)
-		d = *dp;
-	u32 nd = d + 1;
-	depths.update(tk, &nd);
+	if (!dp) {
+		depths.update(tk, &one);
+		return 0;
+	}
+	d = *dp;
+	*dp = d + 1;	/* a task runs on one CPU at a time: no race on its own depth */
 	return d;
 }
 
@@ -595,23 +616,70 @@ static __always_inline int pop_depth(struct task_key_t *tk, u32 *out)
 
 	if (!dp || *dp == 0)
 		return -1;
-	u32 d = *dp - 1;
-	if (d == 0)
-		depths.delete(tk);
-	else
-		depths.update(tk, &d);
-	*out = d;
+	*dp -= 1;
+	*out = *dp;
 	return 0;
+}
+
+/* Before the filters: the task, and with kprobes the depth this entry takes. */
+static __always_inline u32 entry_begin(struct call_t *c, struct task_key_t *tk)
+{
+	task_key(tk);
+	return c->by_arg ? 0 : push_depth(tk);
+}
+
+/* The entry is kept: the key its record is saved under. */
+static __always_inline void entry_kept(struct call_t *c, struct task_key_t *tk, u32 depth,
+				       struct entry_key_t *ek)
+{
+	ek->tid = tk->tid;
+	ek->cpu = tk->cpu;
+	if (c->by_arg) {
+		push_depth(tk);
+		ek->hook_id = c->hook_id;
+		ek->tag = c->tag;
+	} else {
+		ek->depth = depth;
+	}
+}
+
+/* At return: the key this call's entry record would have. -1 when the
+ * kprobe depth says there was no entry. */
+static __always_inline int return_key(struct call_t *c, struct task_key_t *tk,
+				      struct entry_key_t *ek)
+{
+	u32 d;
+
+	task_key(tk);
+	ek->tid = tk->tid;
+	ek->cpu = tk->cpu;
+	if (c->by_arg) {
+		ek->hook_id = c->hook_id;
+		ek->tag = c->tag;
+		return 0;
+	}
+	if (pop_depth(tk, &d))
+		return -1;
+	ek->depth = d;
+	return 0;
+}
+
+/* The entry record was found: fentry pops the kept-calls depth now. */
+static __always_inline void return_found(struct call_t *c, struct task_key_t *tk)
+{
+	u32 d;
+
+	if (c->by_arg)
+		pop_depth(tk, &d);
 }
 
 /* The kernel stack of this hit, copied into buf (STACK_FRAMES addresses).
  * Returns the number of frames, or -errno. Each record carries its own copy,
  * so no other hit can ever be read back as this one's. */
-static __always_inline s32 take_stack(void *ctx, u64 *buf)
+static __always_inline s32 take_stack(void *ctx, struct scratch_t *s, u64 *buf)
 {
 #if STACK_TRACES
-	struct scratch_t *s = get_scratch();
-	u64 skip = s ? s->call.stack_skip & BPF_F_SKIP_FIELD_MASK : 0;
+	u64 skip = s->call.stack_skip & BPF_F_SKIP_FIELD_MASK;
 	long n = bpf_get_stack(ctx, buf, STACK_FRAMES * sizeof(u64), skip);
 
 	if (n < 0)
@@ -626,9 +694,8 @@ static __always_inline s32 take_stack(void *ctx, u64 *buf)
  * the 512 bytes of BPF stack. */
 static __always_inline void save_entry(struct scratch_t *s, struct sk_buff *skb,
 				       u32 hook_id, u64 aux, u8 aux2, u32 reasons,
-				       struct task_key_t *tk, u32 depth, void *ctx)
+				       struct entry_key_t *ek, void *ctx)
 {
-	struct entry_key_t ek = { .tid = tk->tid, .cpu = tk->cpu, .depth = depth };
 	struct entry_t *e = &s->entry;
 
 	__builtin_memset(e, 0, sizeof(*e));
@@ -647,31 +714,27 @@ static __always_inline void save_entry(struct scratch_t *s, struct sk_buff *skb,
 	if (s->skb.encapsulation)
 		e->flags |= F_ENCAP_BEFORE;
 #if STACK_TRACES
-	e->stack_len = take_stack(ctx, e->stack);
+	e->stack_len = take_stack(ctx, s, e->stack);
 #endif
-	if (entries.update(&ek, e))
+	if (entries.update(ek, e))
 		count(CNT_ENTRY_FULL);
 }
 
 /* Fetch and delete the entry record of this return into s->entry; -1 when
  * the entry was filtered out (nothing saved) or does not belong to this hook. */
-static __always_inline int take_entry(struct scratch_t *s, u32 hook_id)
+static __always_inline int take_entry(struct scratch_t *s, struct call_t *c)
 {
 	struct task_key_t tk = {};
 	struct entry_key_t ek = {};
 	struct entry_t *e;
-	u32 d;
 
-	task_key(&tk);
-	if (pop_depth(&tk, &d))
+	if (return_key(c, &tk, &ek))
 		return -1;
-	ek.tid = tk.tid;
-	ek.cpu = tk.cpu;
-	ek.depth = d;
 	e = entries.lookup(&ek);
 	if (!e)
 		return -1;
-	if (e->hook_id != hook_id) {
+	return_found(c, &tk);
+	if (e->hook_id != c->hook_id) {
 		count(CNT_UNPAIRED);
 		entries.delete(&ek);
 		return -1;
@@ -872,20 +935,16 @@ static __always_inline void flight_record(struct skb_event *ev, int tunnel_sette
  * <BACKEND>_ENTER / _LEAVE / _RUN macros below. SKB, AUX, AUX2 and RET are
  * expressions on the hook's ctx (struct pt_regs * or the u64 argument array).
  */
-static __always_inline int stage_body(void *ctx, struct call_t *c, u32 prog);
+static __always_inline int stage_body(void *ctx, struct scratch_t *s, struct call_t *c,
+				      u32 prog);
 
 static __always_inline int stage(void *ctx, u32 hook_id, u64 skb, u64 aux,
 				 u8 aux2, u32 hflags, u64 ret, u32 prog)
 {
-	struct scratch_t *s;
+	struct scratch_t *s = level_enter();
 
-	if (level_enter())
+	if (!s)
 		return 0;
-	s = get_scratch();
-	if (!s) {
-		level_leave();
-		return 0;
-	}
 	s->call.skb = skb;
 	s->call.aux = aux;
 	s->call.ret = ret;
@@ -893,6 +952,8 @@ static __always_inline int stage(void *ctx, u32 hook_id, u64 skb, u64 aux,
 	s->call.hook_id = hook_id;
 	s->call.hflags = hflags;
 	s->call.stack_skip = 0;	/* a kprobe's stack starts at the probed function */
+	s->call.by_arg = 0;
+	s->call.tag = 0;
 	stages.call(ctx, prog);
 	count(CNT_STAGE_FAIL);     /* only reached when the tail call failed */
 	level_leave();
@@ -906,7 +967,7 @@ int stage_##name(struct pt_regs *ctx) { \
 	struct scratch_t *s_ = get_scratch(); \
 	struct call_t c_ = {}; \
 	int r_ = 0; \
-	if (s_) { c_ = s_->call; r_ = stage_body(ctx, &c_, prog); } \
+	if (s_) { c_ = s_->call; r_ = stage_body(ctx, s_, &c_, prog); } \
 	level_leave(); \
 	return r_; \
 }
@@ -916,25 +977,25 @@ int stage_##name(struct pt_regs *ctx) { \
 #define FENTRY_STACK_SKIP 2
 
 /* fentry/fexit: the kind's work inlined into the hook. */
-static __always_inline int run_inline(void *ctx, u32 hook_id, u64 skb, u64 aux,
+static __always_inline int run_inline(u64 *ctx, u32 hook_id, u64 skb, u64 aux,
 				      u8 aux2, u32 hflags, u64 ret, u32 prog)
 {
-	struct scratch_t *s;
+	struct scratch_t *s = level_enter();
 	struct call_t c = {};
 	int r;
 
-	if (level_enter())
+	if (!s)
 		return 0;
-	s = get_scratch();
-	if (s)
-		s->call.stack_skip = FENTRY_STACK_SKIP;
+	s->call.stack_skip = FENTRY_STACK_SKIP;
+	c.by_arg = 1;
+	c.tag = ctx[0];
 	c.skb = skb;
 	c.aux = aux;
 	c.ret = ret;
 	c.aux2 = aux2;
 	c.hook_id = hook_id;
 	c.hflags = hflags;
-	r = stage_body(ctx, &c, prog);
+	r = stage_body(ctx, s, &c, prog);
 	level_leave();
 	return r;
 }

@@ -24,7 +24,7 @@
 
 /* Pending events of CONSUME hooks: built at entry (the skb is readable),
  * sent at return with the return code. */
-BPF_HASH(pending, struct entry_key_t, struct record_t, 1024);
+BPF_TABLE("lru_hash", struct entry_key_t, struct record_t, pending, 1024);
 BPF_HASH(tnl_seg, struct task_key_t, u32, 1024);
 
 static __always_inline int in_tunnel_segment(void)
@@ -68,11 +68,12 @@ static __always_inline void emit(void *ctx, struct scratch_t *s, u8 event, u32 r
 }
 
 /* Entry checks at segmentation hooks: the crash site and its neighbours. */
-static __always_inline void entry_check(void *ctx, struct scratch_t *s, u32 reasons)
+static __always_inline void entry_check(void *ctx, struct scratch_t *s, u32 reasons,
+					int in_tnl_seg)
 {
 	before_is_after(&s->ev);
-	s->ev.stack_len = take_stack(ctx, s->stack);
-	if (in_tunnel_segment())
+	s->ev.stack_len = take_stack(ctx, s, s->stack);
+	if (in_tnl_seg)
 		s->ev.flags |= F_IN_TNL_SEG;
 	if (reasons)
 		emit(ctx, s, EV_INCONSISTENT, reasons);
@@ -80,50 +81,52 @@ static __always_inline void entry_check(void *ctx, struct scratch_t *s, u32 reas
 		emit(ctx, s, EV_ACCESS, 0);
 }
 
-static __always_inline int on_segment(void *ctx, u32 hook_id,
+static __always_inline int on_segment(void *ctx, struct scratch_t *s, u32 hook_id,
 				      struct sk_buff *skb, u32 hflags)
 {
-	struct scratch_t *s;
+	int tnl;
 	u32 r;
 
 	count_hit(hook_id);
-	s = load(skb, hook_id);
-	if (!s)
+	if (!load(s, skb, hook_id))
 		return 0;
-	r = eval_rules(s, hflags, in_tunnel_segment());
-	entry_check(ctx, s, r);
+	tnl = in_tunnel_segment();
+	r = eval_rules(s, hflags, tnl);
+	entry_check(ctx, s, r, tnl);
 	return 0;
 }
 
-static __always_inline int on_enter(void *ctx, u32 hook_id,
-				    struct sk_buff *skb, u64 aux, u32 hflags)
+static __always_inline int on_enter(void *ctx, struct scratch_t *s, struct call_t *c)
 {
+	struct sk_buff *skb = (struct sk_buff *)c->skb;
 	struct task_key_t tk = {};
-	struct scratch_t *s;
+	struct entry_key_t ek = {};
 	u32 depth, r;
+	int tnl;
 
-	count_hit(hook_id);
-	task_key(&tk);
-	depth = push_depth(&tk);
-	s = load(skb, hook_id);
-	if (!s)
+	count_hit(c->hook_id);
+	depth = entry_begin(c, &tk);
+	if (!load(s, skb, c->hook_id))
 		return 0;
-	r = eval_rules(s, hflags, in_tunnel_segment());
-	if (hflags & HF_ENTRY_CHECK)
-		entry_check(ctx, s, r);
-	save_entry(s, skb, hook_id, aux, 0, r, &tk, depth, ctx);
+	tnl = in_tunnel_segment();
+	r = eval_rules(s, c->hflags, tnl);
+	if (c->hflags & HF_ENTRY_CHECK)
+		entry_check(ctx, s, r, tnl);
+	entry_kept(c, &tk, depth, &ek);
+	save_entry(s, skb, c->hook_id, c->aux, 0, r, &ek, ctx);
 	return 0;
 }
 
-static __always_inline int on_mutate_return(void *ctx, u32 hook_id, u64 ret)
+static __always_inline int on_mutate_return(void *ctx, struct scratch_t *s, struct call_t *c)
 {
-	struct scratch_t *s = get_scratch();
+	u32 hook_id = c->hook_id;
+	u64 ret = c->ret;
 	struct entry_t *e;
 	struct skb_event *ev;
 	u32 r, fresh;
 	int changed;
 
-	if (!s || take_entry(s, hook_id))
+	if (take_entry(s, c))
 		return 0;
 	e = &s->entry;
 	if (read_skb(s, (struct sk_buff *)e->skb))
@@ -154,15 +157,15 @@ static __always_inline int on_mutate_return(void *ctx, u32 hook_id, u64 ret)
 	return 0;
 }
 
-static __always_inline int on_copy_return(void *ctx, u32 hook_id, u64 ret)
+static __always_inline int on_copy_return(void *ctx, struct scratch_t *s, struct call_t *c)
 {
-	struct scratch_t *s = get_scratch();
+	u32 hook_id = c->hook_id;
 	struct entry_t *e;
 	struct skb_event *ev;
-	u64 nskb = ret;
+	u64 nskb = c->ret;
 	u32 r;
 
-	if (!s || take_entry(s, hook_id))
+	if (take_entry(s, c))
 		return 0;
 	e = &s->entry;
 	/* Copies of plain skbs are everyday traffic: only GSO or frag_list
@@ -193,27 +196,24 @@ static __always_inline int on_copy_return(void *ctx, u32 hook_id, u64 ret)
 	return 0;
 }
 
-static __always_inline int on_consume_enter(void *ctx, u32 hook_id,
-					    struct sk_buff *skb, u64 aux)
+static __always_inline int on_consume_enter(void *ctx, struct scratch_t *s, struct call_t *c)
 {
+	struct sk_buff *skb = (struct sk_buff *)c->skb;
 	struct task_key_t tk = {};
 	struct entry_key_t ek = {};
-	struct scratch_t *s;
 	struct last_t *l;
 	u64 key;
 	u32 depth;
 
-	count_hit(hook_id);
-	task_key(&tk);
-	depth = push_depth(&tk);
-	s = load(skb, hook_id);
-	if (!s)
+	count_hit(c->hook_id);
+	depth = entry_begin(c, &tk);
+	if (!load(s, skb, c->hook_id))
 		return 0;
 	if (!s->ev.frag_list_after && !s->ev.gso_size_after)
 		return 0;
 	before_is_after(&s->ev);
 	s->ev.event = EV_ACCESS;
-	s->ev.aux = aux;
+	s->ev.aux = c->aux;
 	s->ev.flags |= F_AFTER_UNREADABLE;
 	s->ev.reasons = eval_rules(s, 0, in_tunnel_segment());
 	s->ev.severity = severity_of(s->ev.reasons);
@@ -229,33 +229,27 @@ static __always_inline int on_consume_enter(void *ctx, u32 hook_id,
 	}
 	/* recorded at entry: the skb may be gone, or the kernel, at return */
 	flight_record(&s->ev, 0);
-	s->ev.stack_len = take_stack(ctx, s->stack);
-	ek.tid = tk.tid;
-	ek.cpu = tk.cpu;
-	ek.depth = depth;
+	s->ev.stack_len = take_stack(ctx, s, s->stack);
+	entry_kept(c, &tk, depth, &ek);
 	if (pending.update(&ek, (struct record_t *)&s->ev))
 		count(CNT_ENTRY_FULL);
 	return 0;
 }
 
-static __always_inline int on_consume_return(void *ctx, u32 hook_id, u64 ret)
+static __always_inline int on_consume_return(void *ctx, struct call_t *c)
 {
 	struct task_key_t tk = {};
 	struct entry_key_t ek = {};
 	struct record_t *rec;
-	u32 d;
 
-	task_key(&tk);
-	if (pop_depth(&tk, &d))
+	if (return_key(c, &tk, &ek))
 		return 0;
-	ek.tid = tk.tid;
-	ek.cpu = tk.cpu;
-	ek.depth = d;
 	rec = pending.lookup(&ek);
 	if (!rec)
 		return 0;
-	if (rec->ev.hook_id == hook_id) {
-		rec->ev.ret = ret;
+	return_found(c, &tk);
+	if (rec->ev.hook_id == c->hook_id) {
+		rec->ev.ret = c->ret;
 		submit(ctx, &rec->ev);
 	} else {
 		count(CNT_UNPAIRED);
@@ -285,21 +279,22 @@ static __always_inline int on_bracket(int delta)
 /* Each kind's work, once: the stage programs of the kprobe backend and the
  * fentry hooks run it (see stage() in skb_common.h). The loader puts the stage
  * programs in `stages` at the STAGE_* indexes of the CONFIG block. */
-static __always_inline int stage_body(void *ctx, struct call_t *c, u32 prog)
+static __always_inline int stage_body(void *ctx, struct scratch_t *s, struct call_t *c,
+				      u32 prog)
 {
 	switch (prog) {
 	case STAGE_ENTER:
-		return on_enter(ctx, c->hook_id, (struct sk_buff *)c->skb, c->aux, c->hflags);
+		return on_enter(ctx, s, c);
 	case STAGE_MUTATE_RETURN:
-		return on_mutate_return(ctx, c->hook_id, c->ret);
+		return on_mutate_return(ctx, s, c);
 	case STAGE_COPY_RETURN:
-		return on_copy_return(ctx, c->hook_id, c->ret);
+		return on_copy_return(ctx, s, c);
 	case STAGE_CONSUME_ENTER:
-		return on_consume_enter(ctx, c->hook_id, (struct sk_buff *)c->skb, c->aux);
+		return on_consume_enter(ctx, s, c);
 	case STAGE_CONSUME_RETURN:
-		return on_consume_return(ctx, c->hook_id, c->ret);
+		return on_consume_return(ctx, c);
 	case STAGE_SEGMENT:
-		return on_segment(ctx, c->hook_id, (struct sk_buff *)c->skb, c->hflags);
+		return on_segment(ctx, s, c->hook_id, (struct sk_buff *)c->skb, c->hflags);
 	}
 	return 0;
 }

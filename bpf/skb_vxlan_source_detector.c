@@ -72,7 +72,7 @@ static __always_inline void report(void *ctx, struct scratch_t *s, u8 event, int
 	u64 key = ev->skb;
 	struct last_t *o = last_change.lookup(&key);
 	struct last_t n = {};
-	int new_origin = 0;
+	int new_origin = 0, tnl;
 	u32 crash = checks ? crash_reasons(s, checks) : 0;
 	u32 r;
 
@@ -102,13 +102,14 @@ static __always_inline void report(void *ctx, struct scratch_t *s, u8 event, int
 	 * udp_tunnel_xmit_skb() before the outer IP header, adjust_room before
 	 * the program writes the outer headers (all measured in the lab). There
 	 * only skb->encapsulation is checked; the offsets at the next hook. */
-	r = eval_rules(s, 0, in_tunnel_segment());
+	tnl = in_tunnel_segment();
+	r = eval_rules(s, 0, tnl);
 	if (event == EV_GRO_COMPLETE || event == EV_TUNNEL_XMIT || event == EV_BPF_HELPER)
 		r &= RSN_TUNNEL_NO_ENCAP;
 	else
 		r &= RSN_TUNNEL_MASK;
 	r |= crash;
-	if (in_tunnel_segment())
+	if (tnl)
 		ev->flags |= F_IN_TNL_SEG;
 	ev->event = event;
 	ev->reasons = r;
@@ -124,57 +125,50 @@ static __always_inline void report(void *ctx, struct scratch_t *s, u8 event, int
 	submit(ctx, ev);
 }
 
-static __always_inline int on_change_enter(void *ctx, u32 hook_id,
-					   struct sk_buff *skb, u64 aux, u8 aux2)
+static __always_inline int on_change_enter(void *ctx, struct scratch_t *s, struct call_t *c)
 {
+	struct sk_buff *skb = (struct sk_buff *)c->skb;
 	struct task_key_t tk = {};
-	struct scratch_t *s;
+	struct entry_key_t ek = {};
 	u32 depth;
 
-	count_hit(hook_id);
-	task_key(&tk);
-	depth = push_depth(&tk);
-	s = load(skb, hook_id);
-	if (!s)
+	count_hit(c->hook_id);
+	depth = entry_begin(c, &tk);
+	if (!load(s, skb, c->hook_id))
 		return 0;
-	save_entry(s, skb, hook_id, aux, aux2, 0, &tk, depth, ctx);
+	entry_kept(c, &tk, depth, &ek);
+	save_entry(s, skb, c->hook_id, c->aux, c->aux2, 0, &ek, ctx);
 	return 0;
 }
 
-static __always_inline int on_change_return(void *ctx, u32 hook_id, u8 event, u64 ret)
+static __always_inline int on_change_return(void *ctx, struct scratch_t *s, struct call_t *c)
 {
-	struct scratch_t *s = get_scratch();
+	u32 hook_id = c->hook_id;
+	struct task_key_t tk = {};
+	u32 *dp;
 
-	if (!s || take_entry(s, hook_id))
+	if (take_entry(s, c))
 		return 0;
 	if (read_skb(s, (struct sk_buff *)s->entry.skb))
 		return 0;
 	fill_state(s, hook_id);
 	copy_entry_to_event(s);
-	s->ev.ret = ret;
-	{
-		struct task_key_t tk = {};
-		u32 *dp;
-
-		task_key(&tk);
-		dp = depths.lookup(&tk);
-		report(ctx, s, event, 0, s->entry.ts_ns, dp && *dp, 0);
-	}
+	s->ev.ret = c->ret;
+	task_key(&tk);
+	dp = depths.lookup(&tk);
+	report(ctx, s, c->hflags, 0, s->entry.ts_ns, dp && *dp, 0);
 	return 0;
 }
 
-static __always_inline int on_observe(void *ctx, u32 hook_id,
+static __always_inline int on_observe(void *ctx, struct scratch_t *s, u32 hook_id,
 				      struct sk_buff *skb, u64 aux, u8 event, u32 checks)
 {
-	struct scratch_t *s;
-
 	count_hit(hook_id);
-	s = load(skb, hook_id);
-	if (!s)
+	if (!load(s, skb, hook_id))
 		return 0;
 	before_is_after(&s->ev);
 	s->ev.aux = aux;
-	s->ev.stack_len = take_stack(ctx, s->stack);
+	s->ev.stack_len = take_stack(ctx, s, s->stack);
 	report(ctx, s, event, 0, s->ev.ts_ns, 0, checks);
 	return 0;
 }
@@ -212,12 +206,11 @@ static __always_inline int rx_bracket(u32 hook_id, int enter)
 	return 0;
 }
 
-static __always_inline int on_virtio_skb(void *ctx, u32 hook_id,
+static __always_inline int on_virtio_skb(void *ctx, struct scratch_t *s, u32 hook_id,
 					 struct sk_buff *skb, u8 event)
 {
 	struct task_key_t tk = {};
 	struct vnet_hdr_t h = {};
-	struct scratch_t *s;
 	u32 *rx;
 
 	task_key(&tk);
@@ -225,8 +218,7 @@ static __always_inline int on_virtio_skb(void *ctx, u32 hook_id,
 	if (!rx)
 		return 0;          /* another driver's packet */
 	count_hit(hook_id);
-	s = load(skb, *rx - 1);
-	if (!s)
+	if (!load(s, skb, *rx - 1))
 		return 0;
 	__builtin_memcpy(&h, s->skb.cb, sizeof(h));
 	s->ev.vnet_flags = h.flags;
@@ -242,28 +234,29 @@ static __always_inline int on_virtio_skb(void *ctx, u32 hook_id,
 	s->ev.frag_list_before = s->ev.frag_list_after;
 	s->ev.nr_frags_before = s->ev.nr_frags_after;
 	s->ev.data_len_before = s->ev.data_len_after;
-	s->ev.stack_len = take_stack(ctx, s->stack);
+	s->ev.stack_len = take_stack(ctx, s, s->stack);
 	report(ctx, s, event, h.gso_type != 0, s->ev.ts_ns, 0, 0);
 	return 0;
 }
 
 /* Each kind's work, once: the stage programs of the kprobe backend and the
  * fentry hooks run it (see stage() in skb_common.h). */
-static __always_inline int stage_body(void *ctx, struct call_t *c, u32 prog)
+static __always_inline int stage_body(void *ctx, struct scratch_t *s, struct call_t *c,
+				      u32 prog)
 {
 	switch (prog) {
 	case STAGE_CHANGE_ENTER:
-		return on_change_enter(ctx, c->hook_id, (struct sk_buff *)c->skb, c->aux, c->aux2);
+		return on_change_enter(ctx, s, c);
 	case STAGE_CHANGE_RETURN:
-		return on_change_return(ctx, c->hook_id, c->hflags, c->ret);
+		return on_change_return(ctx, s, c);
 	case STAGE_OBSERVE:
-		on_observe(ctx, c->hook_id, (struct sk_buff *)c->skb, c->aux, c->hflags & 0xff,
+		on_observe(ctx, s, c->hook_id, (struct sk_buff *)c->skb, c->aux, c->hflags & 0xff,
 			   (c->hflags >> CHECKS_SHIFT) & (CHECK_SEGMENT | CHECK_SEGMENT_LIST));
 		if (c->hflags & OPEN_TNL)
 			tnl_bracket(1);
 		return 0;
 	case STAGE_VIRTIO_SKB:
-		return on_virtio_skb(ctx, c->hook_id, (struct sk_buff *)c->skb, c->hflags);
+		return on_virtio_skb(ctx, s, c->hook_id, (struct sk_buff *)c->skb, c->hflags);
 	}
 	return 0;
 }
