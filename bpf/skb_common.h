@@ -119,7 +119,14 @@ struct last_t {
  * one finds its scratch intact; deeper nesting is counted and not traced. */
 #define SCRATCH_LEVELS 4
 
+/* RINGBUF_PAGES (the CONFIG block, --buffer): one ring buffer shared by the
+ * CPUs (5.8+), else a perf buffer per CPU. Both refuse a record when full;
+ * submit() counts it. */
+#if RINGBUF_PAGES
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+#else
 BPF_PERF_OUTPUT(events);
+#endif
 BPF_PERCPU_ARRAY(scratch, struct scratch_t, SCRATCH_LEVELS);
 BPF_PERCPU_ARRAY(levels, u32, 1);
 BPF_PROG_ARRAY(stages, NR_STAGES);
@@ -783,7 +790,13 @@ static __always_inline void before_is_after(struct skb_event *ev)
  * --stack-trace its stack is sent in the same record. */
 static __always_inline void submit(void *ctx, struct skb_event *ev)
 {
-	if (events.perf_submit(ctx, ev, RECORD_SIZE) < 0) {
+#if RINGBUF_PAGES
+	long rc = events.ringbuf_output(ev, RECORD_SIZE, 0);
+#else
+	long rc = events.perf_submit(ctx, ev, RECORD_SIZE);
+#endif
+
+	if (rc < 0) {
 		u32 id = ev->hook_id;
 		u64 *v = hook_lost.lookup(&id);
 

@@ -74,8 +74,13 @@ def make_parser(prog, description, examples):
     o.add_argument("-o", "--output", metavar="FILE",
                    help="append events and statistics to FILE (line-buffered)")
     o.add_argument("--buffer-pages", type=positive_power_of_two, default=DEFAULT_BUFFER_PAGES,
-                   metavar="N", help="perf buffer pages per CPU, a power of two (default %d)"
+                   metavar="N", help="event buffer pages per CPU, a power of two (default %d); "
+                   "a ring buffer is one of N x CPUs pages, rounded up to a power of two"
                    % DEFAULT_BUFFER_PAGES)
+    o.add_argument("--buffer", choices=("auto", "perf", "ring"), default="auto",
+                   help="how events reach user space: a perf buffer per CPU (any kernel) or "
+                        "one BPF ring buffer shared by all CPUs (5.8+); auto takes the ring "
+                        "buffer where the kernel and bcc have it (default auto)")
     p.add_argument("--backend", choices=("auto", "kprobe", "fentry"), default="auto",
                    help="how hooks attach: fentry/fexit (BPF trampolines, where the kernel "
                         "has them: x86-64 and BTF; no trap per hit) or kprobe/kretprobe "

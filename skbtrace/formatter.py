@@ -30,6 +30,7 @@ class Formatter(object):
         self.json_mode = json_mode
         self.tool = tool
         self.stacks = stacks        # --stack-trace: every event shows its stack or says why not
+        self.buffer = "perf"        # the event buffer, "perf" or "ring", for [LOST n] lines
 
     def handler(self, hooks_by_id, stats, symbols=None):
         """The runner's fast path (skbtrace/fastpath.py): perf-buffer bytes
@@ -151,9 +152,11 @@ class Formatter(object):
 
     def lost_lines(self, lost, per_cpu, per_hook, ts_ns):
         """A loss where it happened in the stream: bcc reports the dropped
-        records (PERF_RECORD_LOST) in order among the others. per_cpu and
-        per_hook: the kernel's submit-failure counts since the last such
-        line."""
+        records of a perf buffer (PERF_RECORD_LOST) in order among the
+        others; a ring buffer's are the kernel's failed reservations, counted
+        after the records read before the check (Program.lost_check()).
+        per_cpu and per_hook: the kernel's submit-failure counts since the
+        last such line."""
         if self.json_mode:
             return [record.dumps({"type": "lost", "tool": self.tool,
                                   "time": self.clock.iso(ts_ns), "ts_ns": ts_ns,
@@ -161,8 +164,8 @@ class Formatter(object):
                                   "per_hook": dict(per_hook)})]
         where = " ".join("cpu%d=%d" % (i, n) for i, n in enumerate(per_cpu) if n)
         hooks = " ".join("%s=%d" % kv for kv in sorted(per_hook.items()) if kv[1])
-        return ["%-*s %-3s [LOST %d] perf buffer full: %d events dropped before this line%s%s"
-                % (TIME_W, self.clock.hms(ts_ns), "-", lost, lost,
+        return ["%-*s %-3s [LOST %d] %s buffer full: %d events dropped before this line%s%s"
+                % (TIME_W, self.clock.hms(ts_ns), "-", lost, self.buffer, lost,
                    " (%s)" % where if where else "", "; hooks: " + hooks if hooks else "")]
 
     # --- JSON -----------------------------------------------------------------

@@ -8,6 +8,7 @@ import platform
 import re
 import subprocess
 import sys
+import time
 
 from skbtrace import event, hooks as hooks_mod, paths
 from skbtrace.errors import EnvError
@@ -344,6 +345,40 @@ def choose_backends(hooks, mode, kernel_btf, support):
         h.backend = hooks_mod.FENTRY
 
 
+# --- event buffer --------------------------------------------------------------
+
+def ringbuf_support(BPF, kernel_btf, kallsyms="/proc/kallsyms"):
+    """(True, None) when events can go through a BPF ring buffer, else
+    (False, why): the kernel's map type (5.8+; BTF's enum bpf_map_type, or
+    the helper in kallsyms on a kernel without BTF) and bcc's binding."""
+    if BPF is None:
+        return False, "bcc not loaded"
+    if not hasattr(BPF, "ring_buffer_poll"):
+        return False, "this bcc has no ring buffer support (BPF.ring_buffer_poll)"
+    if kernel_btf is not None:
+        if kernel_btf.enum_containing("BPF_MAP_TYPE_RINGBUF"):
+            return True, None
+        return False, "the kernel has no BPF ring buffer (BPF_MAP_TYPE_RINGBUF)"
+    try:
+        with open(kallsyms) as f:
+            for line in f:
+                if line.endswith(" bpf_ringbuf_output\n"):
+                    return True, None
+    except (IOError, OSError) as e:
+        return False, "cannot read %s: %s" % (kallsyms, e.strerror or e)
+    return False, "the kernel has no BPF ring buffer (no bpf_ringbuf_output in kallsyms)"
+
+
+def ring_pages(pages_per_cpu, ncpus):
+    """A ring buffer as large as the perf buffers together: pages per CPU x
+    CPUs, rounded up to the power of two the kernel requires."""
+    n = max(1, pages_per_cpu * max(1, ncpus))
+    p = 1
+    while p < n:
+        p <<= 1
+    return p
+
+
 _BPF_FRAME = ("bpf_prog_", "bpf_trampoline_", "__bpf_prog_enter", "__bpf_tramp_enter")
 
 
@@ -370,6 +405,7 @@ class Program(object):
         self.bpf = None
         self.attached = []
         self.lost_total = 0
+        self.ring = False
 
     def compile(self):
         BPF = self.bcc.BPF
@@ -472,7 +508,11 @@ class Program(object):
             raise EnvError("no hook could be attached on this kernel; skipped: %s" % "; ".join(
                 "%s (%s)" % (h.name, h.skip_reason) for h in self.hooks))
 
-    def open(self, callback, page_cnt, lost_callback=None):
+    def open(self, callback, page_cnt, lost_callback=None, ring=False):
+        """Deliver each record to callback(bytes). ring: the program was built
+        with RINGBUF_PAGES (one BPF ring buffer): it has no lost callback, so
+        losses are the kernel's reservation failures, which lost_check()
+        turns into lost_callback calls."""
         # struct record_t: the event and, with --stack-trace, its stack
         size = ctypes.sizeof(event.SkbEvent) + 8 * event.STACK_FRAMES
         arrays = {}     # record size -> c_char * size: .from_address().raw copies
@@ -493,10 +533,40 @@ class Program(object):
             if lost_callback:
                 lost_callback(count)
 
+        self.ring = ring
+        self._lost_callback = lost_callback
+        self._lost_seen = 0
+        self._lost_checked = 0.0
+        if ring:
+            def _on_ring(_ctx, data, data_size):
+                _on_event(-1, data, data_size)
+                return 0
+            self.bpf["events"].open_ring_buffer(_on_ring)
+            return
         self.bpf["events"].open_perf_buffer(_on_event, page_cnt=page_cnt, lost_cb=_on_lost)
 
     def poll(self, timeout_ms):
-        self.bpf.perf_buffer_poll(timeout=timeout_ms)
+        if self.ring:
+            self.bpf.ring_buffer_poll(timeout=timeout_ms)
+            self.lost_check(timeout_ms == 0)
+        else:
+            self.bpf.perf_buffer_poll(timeout=timeout_ms)
+
+    LOST_CHECK_S = 0.1
+
+    def lost_check(self, now=False):
+        """Ring buffer: the kernel's submit failures since the last check,
+        as a lost_callback call after the records read so far. A map read
+        per check, so at most every LOST_CHECK_S (unless now)."""
+        t = time.time()
+        if not now and t - self._lost_checked < self.LOST_CHECK_S:
+            return
+        self._lost_checked = t
+        total = sum(self.percpu("counters", event.CNT_SUBMIT_FAIL))
+        if total > self._lost_seen:
+            n, self._lost_seen = total - self._lost_seen, total
+            if self._lost_callback:
+                self._lost_callback(n)
 
     def percpu(self, table, index):
         try:

@@ -1,5 +1,6 @@
 """The run loop both tools share: checks, hook resolution, compile, attach,
 poll, statistics on SIGINT/SIGTERM."""
+import os
 import signal
 import time
 
@@ -28,6 +29,7 @@ class Tool(object):
         self.kernel_btf = None
         self.gso = gso_mod.DEFAULT
         self.notes = []             # startup notes about what this kernel allows
+        self.ring_pages = 0         # a BPF ring buffer of this many pages; 0: perf buffers
 
     def make_hooks(self):
         raise NotImplementedError
@@ -52,7 +54,8 @@ class Tool(object):
     def config_lines(self):
         lines = ["#define STACK_TRACES %d" % (1 if self.args.stack_trace else 0),
                  "#define LAST_CHANGE_ENTRIES %d" % LAST_CHANGE_ENTRIES,
-                 "#define NR_STAGES %d" % max(1, len(self.stages))]
+                 "#define NR_STAGES %d" % max(1, len(self.stages)),
+                 "#define RINGBUF_PAGES %d" % self.ring_pages]
         lines += ["#define STAGE_%s %d" % (n.upper(), i) for i, n in enumerate(self.stages)]
         lines.append("#define FLIGHT_RECORDER %d" % flightrec.MODES.get(
             getattr(self.args, "flight_recorder", None), event.FR_OFF))
@@ -130,6 +133,8 @@ def run(tool, formatter_cls=Formatter, stats=None):
                 pass
             loader.choose_backends([h for h in tool.hooks if h.symbol], "fentry",
                                    tool.kernel_btf, (True, None))
+        if getattr(args, "buffer", "perf") == "ring":
+            tool.ring_pages = loader.ring_pages(args.buffer_pages, os.cpu_count() or 1)
         try:
             for line in tool.program_text(tool.hooks).splitlines():
                 sink.write(line)
@@ -143,6 +148,7 @@ def run(tool, formatter_cls=Formatter, stats=None):
     if args.flight_recorder:
         recorder = flightrec.Recorder(args.flight_recorder, loader.tracefs_dir())
         recorder.check()
+    tool.ring_pages = choose_buffer(args, bcc, tool.kernel_btf)
     loader.resolve_hooks(bcc.BPF, tool.hooks)
     present = [h for h in tool.hooks if h.symbol]
     for h in tool.hooks:
@@ -183,6 +189,25 @@ def run(tool, formatter_cls=Formatter, stats=None):
         if recorder:
             for line in recorder.restore():
                 info("flight recorder: " + line)
+
+
+def choose_buffer(args, bcc, kernel_btf):
+    """The ring buffer's size in pages, or 0 for perf buffers, as --buffer
+    asks and the kernel and bcc allow; says which at startup."""
+    mode = getattr(args, "buffer", "perf")
+    if mode == "perf":
+        info("event buffer: perf, %d pages per CPU (--buffer perf)" % args.buffer_pages)
+        return 0
+    ok, why = loader.ringbuf_support(bcc.BPF, kernel_btf)
+    if not ok:
+        if mode == "ring":
+            raise EnvError("--buffer ring: %s" % why)
+        info("event buffer: perf, %d pages per CPU (no ring buffer: %s)" % (
+            args.buffer_pages, why))
+        return 0
+    pages = loader.ring_pages(args.buffer_pages, os.cpu_count() or 1)
+    info("event buffer: ring, %d pages shared by the CPUs (--buffer %s)" % (pages, mode))
+    return pages
 
 
 def backend_lines(attached, mode):
@@ -241,6 +266,7 @@ def _trace(tool, program, formatter_cls, stats, sink, clock, recorder, rotate):
     stats.tool = tool.name
     stats.stacks = bool(args.stack_trace)
     stats.flight_recorder = args.flight_recorder
+    stats.buffer = formatter.buffer = "ring" if tool.ring_pages else "perf"
     # bytes -> the event's lines in one call (skbtrace/fastpath.py), written
     # at once; None: Decoder, Stats.add(), on_record() and Formatter.lines()
     handle = tool.handler(formatter, decoder.by_id, stats,
@@ -270,7 +296,8 @@ def _trace(tool, program, formatter_cls, stats, sink, clock, recorder, rotate):
             info("event dropped: %s" % e)
 
     program.open(on_event, args.buffer_pages,
-                 lost_callback=_LostLines(program, formatter, sink, tool.hooks, stop))
+                 lost_callback=_LostLines(program, formatter, sink, tool.hooks, stop),
+                 ring=bool(tool.ring_pages))
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:

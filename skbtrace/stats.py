@@ -28,6 +28,7 @@ class Stats(object):
         self.total = 0
         self.decode_errors = 0
         self.stacks = False                 # --stack-trace: count events that have none
+        self.buffer = "perf"                # the event buffer: "perf" or "ring"
         self.no_stack = OrderedDict()       # why -> events (errno name of bpf_get_stack)
         self.flight_recorder = None         # --flight-recorder mode
         self.flight_restored = []           # what was put back at exit
@@ -83,12 +84,15 @@ class Stats(object):
             "Findings:", self.by_severity["CRITICAL"], self.by_severity["WARNING"]))
         filtered = sum(kernel.get("FILTERED", []))
         out.append("  %-18s%d" % ("Filtered out:", filtered))
-        per_cpu = kernel.get("SUBMIT_FAIL", [])
-        out.append("%-20s%d (kernel side, per CPU buffer: %s; user side, perf lost "
-                   "callback: %d)" % ("Lost events:", lost_total(kernel, lost_cb_total),
-                                      " ".join("cpu%d=%d" % (i, n) for i, n in
-                                               enumerate(per_cpu)) or "n/a",
-                                      lost_cb_total))
+        per_cpu = " ".join("cpu%d=%d" % (i, n) for i, n in
+                           enumerate(kernel.get("SUBMIT_FAIL", []))) or "n/a"
+        if self.buffer == "ring":
+            out.append("%-20s%d (kernel side, ring buffer full, by emitting CPU: %s)" % (
+                "Lost events:", lost_total(kernel, lost_cb_total), per_cpu))
+        else:
+            out.append("%-20s%d (kernel side, per CPU buffer: %s; user side, perf lost "
+                       "callback: %d)" % ("Lost events:", lost_total(kernel, lost_cb_total),
+                                          per_cpu, lost_cb_total))
         unpaired = sum(kernel.get("UNPAIRED", []))
         full = sum(kernel.get("ENTRY_FULL", []))
         stage_fail = sum(kernel.get("STAGE_FAIL", []))
@@ -146,6 +150,7 @@ class Stats(object):
             "events": dict(self.by_event),
             "severity": dict(self.by_severity),
             "filtered_out": sum(kernel.get("FILTERED", [])),
+            "buffer": self.buffer,
             "lost_per_cpu": list(kernel.get("SUBMIT_FAIL", [])),
             "lost_user_space": lost_cb_total,
             "lost_total": lost_total(kernel, lost_cb_total),

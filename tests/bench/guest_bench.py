@@ -1,6 +1,7 @@
 """The guest half of tests/bench/bench_overhead_lab.py (runs inside a lab
-guest, with bcc): the floor and peer programs on the watcher's hooks, and a
-perf-buffer event source for the loss and user-space figures.
+guest, with bcc): the floor and peer programs on the watcher's hooks, and an
+event source (perf buffers or a BPF ring buffer, as the tools build them) for
+the loss and user-space figures.
 
     python3 tests/bench/guest_bench.py floor|floor-fentry|bpftrace   # until /tmp/bench-stop exists
     python3 tests/bench/guest_bench.py loss|userspace [--seconds 5]
@@ -17,6 +18,7 @@ sys.path.insert(0, ROOT)
 
 from skbtrace import decoder, event, formatter, gso, hooks, loader  # noqa: E402
 from skbtrace.clock import Clock  # noqa: E402
+from skbtrace.sink import Sink  # noqa: E402
 from skbtrace.stats import Stats, WATCHER_EVENTS  # noqa: E402
 
 STOP = "/tmp/bench-stop"
@@ -135,7 +137,11 @@ def bpftrace():
 
 SOURCE = r"""
 #include "skb_event.h"
+#if RINGBUF_PAGES
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+#else
 BPF_PERF_OUTPUT(events);
+#endif
 BPF_ARRAY(tmpl, struct skb_event, 1);
 BPF_PERCPU_ARRAY(sent, u64, 2);
 int emit(struct pt_regs *ctx)
@@ -151,7 +157,11 @@ int emit(struct pt_regs *ctx)
     v = sent.lookup(&zero);
     if (v)
         (*v)++;
+#if RINGBUF_PAGES
+    if (events.ringbuf_output(t, sizeof(*t), 0) < 0) {
+#else
     if (events.perf_submit(ctx, t, sizeof(*t)) < 0) {
+#endif
         v = sent.lookup(&one);
         if (v)
             (*v)++;
@@ -205,11 +215,15 @@ class Source(object):
     not this process's GIL): one event per call from a kprobe on the
     syscall, for that process only."""
 
-    def __init__(self, rate, seconds, page_cnt=64):
+    def __init__(self, rate, seconds, page_cnt=64, ring=False):
         from bcc import BPF
         self.gen = subprocess.Popen([sys.executable, "-c", GENERATOR, str(rate), str(seconds)],
                                     stdin=subprocess.PIPE)
+        # a ring buffer as large as the perf buffers together, as the tools
+        # size it (skbtrace.loader.ring_pages)
+        self.ring_pages = loader.ring_pages(page_cnt, os.cpu_count() or 1) if ring else 0
         text = SOURCE.replace("GEN_PID", str(self.gen.pid))
+        text = "#define RINGBUF_PAGES %d\n" % self.ring_pages + text
         with open(os.path.join(ROOT, "bpf", "skb_event.h")) as f:
             text = text.replace('#include "skb_event.h"', f.read())
         self.b = BPF(text=text)
@@ -221,7 +235,20 @@ class Source(object):
     def open(self, callback):
         def lost(n):
             self.lost += n
-        self.b["events"].open_perf_buffer(callback, page_cnt=self.page_cnt, lost_cb=lost)
+
+        def ring_cb(_ctx, data, size):
+            callback(-1, data, size)
+            return 0
+        if self.ring_pages:
+            self.b["events"].open_ring_buffer(ring_cb)
+        else:
+            self.b["events"].open_perf_buffer(callback, page_cnt=self.page_cnt, lost_cb=lost)
+
+    def poll(self, timeout):
+        if self.ring_pages:
+            self.b.ring_buffer_poll(timeout=timeout)
+        else:
+            self.b.perf_buffer_poll(timeout=timeout)
 
     def sent(self):
         v = [sum(int(x) for x in self.b["sent"][ctypes.c_int(i)]) for i in (0, 1)]
@@ -241,39 +268,64 @@ def consume(src, callback):
     src.gen.stdin.write(b"go\n")
     src.gen.stdin.close()
     while src.gen.poll() is None:
-        src.b.perf_buffer_poll(timeout=100)
-    src.b.perf_buffer_poll(timeout=0)
+        src.poll(100)
+    src.poll(0)
     dt = time.time() - t0
     sent, fail = src.sent()
     return got[0], sent, max(fail, src.lost), dt
 
 
 def pipeline(kind):
-    """The tools' own path: decode, statistics, format, write."""
+    """The tools' own path as they run it: the record's copy
+    (loader.Program.open()), the fast path (Formatter.handler(),
+    skbtrace/fastpath.py) and one write(2) per event (Sink)."""
     hs = hooks.watcher_hooks()
-    dec = decoder.Decoder(hs)
     st = Stats(hs, WATCHER_EVENTS)
     fmt = formatter.Formatter(Clock(), gso.DEFAULT, verbose=kind == "verbose",
                               json_mode=kind == "json")
-    out = open(os.devnull, "w")
+    handle = fmt.handler(decoder.Decoder(hs).by_id, st)
+    sink = Sink(os.devnull)
+    write = sink.write_ascii if fmt.json_mode else sink.write_text
     size = ctypes.sizeof(event.SkbEvent) + 8 * event.STACK_FRAMES
+    arrays = {}
 
     def cb(_cpu, data, data_size):
-        r = dec.decode(ctypes.string_at(data, min(size, data_size)))
-        st.add(r)
-        for line in fmt.lines(r):
-            out.write(line + "\n")
-            out.flush()
+        n = size if data_size > size else data_size
+        array = arrays.get(n)
+        if array is None:
+            array = arrays[n] = ctypes.c_char * n
+        write(handle(array.from_address(data).raw))
     return cb
 
 
+def ring_supported():
+    from bcc import BPF
+    from skbtrace import btf
+    try:
+        kb = btf.BTF.load()
+    except btf.BTFError:
+        kb = None
+    return loader.ringbuf_support(BPF, kb)
+
+
+def buffers():
+    ok, why = ring_supported()
+    if not ok:
+        print("(no ring buffer here: %s)" % why)
+    return [False, True] if ok else [False]
+
+
 def loss(seconds):
-    print("%-14s %10s %10s %10s %8s" % ("asked ev/s", "sent", "received", "lost", "ev/s"))
-    for rate in (5000, 10000, 20000, 50000, 100000, 0):
-        src = Source(rate, seconds)
-        got, sent, lost, dt = consume(src, pipeline("text"))
-        print("%-14s %10d %10d %10d %8.0f" % (rate or "max", sent, got, lost, got / dt))
-        src.b.cleanup()
+    """The watcher's text path as the consumer, default buffer size."""
+    print("%-6s %-10s %10s %10s %10s %8s" % ("buffer", "asked ev/s", "sent", "received", "lost",
+                                            "ev/s"))
+    for ring in buffers():
+        for rate in (2000, 5000, 10000, 20000, 50000, 100000, 0):
+            src = Source(rate, seconds, ring=ring)
+            got, sent, lost, dt = consume(src, pipeline("text"))
+            print("%-6s %-10s %10d %10d %10d %8.0f" % ("ring" if ring else "perf", rate or "max",
+                                                      sent, got, lost, got / dt))
+            src.b.cleanup()
 
 
 def userspace(seconds):
@@ -290,17 +342,19 @@ def userspace(seconds):
             e = table.event(data)
             print("%d %x %d %d" % (e.event, e.skb, e.gso_size_after, e.len), file=out, flush=True)
         return cb
-    print("%-34s %10s %10s %10s" % ("consumer (generator as fast as it can)", "received", "lost",
-                                    "ev/s"))
-    for label, make in (("empty callback (bcc floor)", lambda s: empty),
-                        ("bcc table.event + print", bcc_plain),
-                        ("watcher text", lambda s: pipeline("text")),
-                        ("watcher --verbose", lambda s: pipeline("verbose")),
-                        ("watcher --json", lambda s: pipeline("json"))):
-        src = Source(0, seconds, page_cnt=1024)
-        got, sent, lost, dt = consume(src, make(src))
-        print("%-34s %10d %10d %10.0f" % (label, got, lost, got / dt))
-        src.b.cleanup()
+    print("%-6s %-34s %10s %10s %10s" % ("buffer", "consumer (generator as fast as it can)",
+                                         "received", "lost", "ev/s"))
+    for ring in buffers():
+        for label, make in (("empty callback (bcc floor)", lambda s: empty),
+                            ("bcc table.event + print", bcc_plain),
+                            ("watcher text", lambda s: pipeline("text")),
+                            ("watcher --verbose", lambda s: pipeline("verbose")),
+                            ("watcher --json", lambda s: pipeline("json"))):
+            src = Source(0, seconds, page_cnt=1024, ring=ring)
+            got, sent, lost, dt = consume(src, make(src))
+            print("%-6s %-34s %10d %10d %10.0f" % ("ring" if ring else "perf", label, got, lost,
+                                                  got / dt))
+            src.b.cleanup()
 
 
 def main():

@@ -33,6 +33,9 @@ class FakeTable(object):
         self.bpf.cb = cb
         self.bpf.lost_cb = lost_cb
 
+    def open_ring_buffer(self, cb, ctx=None):
+        self.bpf.ring_cb = cb
+
 
 class BPF(object):
     available = []          # kernel function names this fake kernel has
@@ -80,6 +83,23 @@ class BPF(object):
     def __getitem__(self, name):
         return FakeTable(self, name)
 
+    def ring_buffer_poll(self, timeout=-1):
+        """A ring buffer has no lost callback: the script's ints are ignored
+        here; losses are the kernel's counters (on_poll changes them)."""
+        if self.polls in BPF.on_poll:
+            BPF.on_poll[self.polls]()
+        if self.polls < len(BPF.script):
+            for data in BPF.script[self.polls]:
+                if isinstance(data, int):
+                    continue
+                buf = ctypes.create_string_buffer(data, len(data))
+                # as bcc's CFUNCTYPE(c_int, c_void_p, c_void_p, c_int) callback
+                # gets it: the address as an int
+                assert self.ring_cb(None, ctypes.addressof(buf), len(data)) == 0
+        elif self.polls == len(BPF.script):
+            os.kill(os.getpid(), BPF.stop_signal)
+        self.polls += 1
+
     def perf_buffer_poll(self, timeout=-1):
         if BPF.poll_s and timeout:
             time.sleep(BPF.poll_s)
@@ -115,10 +135,14 @@ def install(monkeypatch=None):
     def scan(patterns):
         found = dict((p, sorted(n for n in BPF.available if re.match(p, n))) for p in patterns)
         return found, dict((n, 1) for n in BPF.available), {}
+    # no ring buffer unless a test says so: the host's BTF must not decide
+    ring = lambda BPF, kernel_btf: (False, "fake kernel: no ring buffer")  # noqa: E731
     if monkeypatch is not None:
+        monkeypatch.setattr(loader, "ringbuf_support", ring)
         monkeypatch.setattr(loader, "preflight", lambda: mod)
         monkeypatch.setattr(loader, "scan_kallsyms", scan)
     else:
         loader.preflight = lambda: mod
+        loader.ringbuf_support = ring
         loader.scan_kallsyms = scan
     return mod

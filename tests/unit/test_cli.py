@@ -39,10 +39,26 @@ def one_line_error(rc, err, code, text):
                                        "'everything' (choose from 'crash', 'all')"),
     (["--backend", "ebpf"], "argument --backend: invalid choice: 'ebpf' "
                             "(choose from 'auto', 'kprobe', 'fentry')"),
+    (["--buffer", "bpf"], "argument --buffer: invalid choice: 'bpf' "
+                          "(choose from 'auto', 'perf', 'ring')"),
 ])
 def test_bad_input(args, text):
     rc, out, err = run(args)
     one_line_error(rc, err, 2, text)
+
+
+@pytest.mark.parametrize("args,pages", [([], 0), (["--buffer", "ring", "--buffer-pages", "16"],
+                                               None)])
+def test_ebpf_event_buffer(args, pages):
+    """--ebpf shows the perf build unless the ring buffer is asked for (auto
+    decides at run time, on the kernel it runs on)."""
+    rc, out, err = run(["--ebpf"] + args)
+    assert rc == 0, err
+    if pages is None:
+        pages = 1
+        while pages < 16 * (os.cpu_count() or 1):
+            pages <<= 1
+    assert "#define RINGBUF_PAGES %d" % pages in out
 
 
 @pytest.mark.parametrize("opt,mode", [("--flight-recorder", 1), ("--flight-recorder=all", 2)])

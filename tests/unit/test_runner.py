@@ -182,6 +182,53 @@ def test_lost_records_show_where_they_happened(fake, capsys):
     assert row[3] == "5"          # HITS EVENTS LOST
 
 
+def test_ring_buffer_losses_show_where_they_were_counted(fake, capsys, monkeypatch):
+    """A ring buffer has no lost callback: the kernel's failed reservations,
+    read between polls, become the [LOST n] line after the records read
+    before it, and the statistics say which buffer it was."""
+    from skbtrace import loader
+    monkeypatch.setattr(loader, "ringbuf_support", lambda BPF, kernel_btf: (True, None))
+    monkeypatch.setattr(loader.Program, "LOST_CHECK_S", 0)
+    seg = ID["skb_segment"]
+    ev = to_bytes(make_event(event=event.EV_CREATE, hook_id=ID["skb_gro_receive_list"],
+                             frag_list_after=0xffff000000000001))
+
+    def overflow():
+        fake.BPF.percpu = {("counters", event.CNT_SUBMIT_FAIL): [4, 1],
+                           ("hook_lost", seg): [4, 1]}
+    fake.BPF.on_poll = {1: overflow}
+    fake.BPF.script = [[ev], [], [ev]]
+    assert main(["--buffer-pages", "8"]) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    i = next(n for n, l in enumerate(lines) if "[LOST 5]" in l)
+    assert " CREATE " in lines[i - 1] and " CREATE " in lines[i + 1]
+    assert lines[i].endswith("[LOST 5] ring buffer full: 5 events dropped before this line "
+                             "(cpu0=4 cpu1=1); hooks: skb_segment=5")
+    assert "Lost events:        5 (kernel side, ring buffer full, by emitting CPU: " \
+        "cpu0=4 cpu1=1)" in out
+    # 8 pages per CPU, as many CPUs as this machine has, to a power of two
+    pages = loader.ring_pages(8, os.cpu_count() or 1)
+    assert "event buffer: ring, %d pages shared by the CPUs (--buffer auto)" % pages in err
+    assert "#define RINGBUF_PAGES %d" % pages in fake.BPF.instances[-1].text
+
+
+def test_ring_buffer_asked_for_where_there_is_none(fake, capsys):
+    assert main(["--buffer", "ring"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1
+    assert err.endswith("error: --buffer ring: fake kernel: no ring buffer\n")
+    assert "skipped hook" not in err    # said before hooks are resolved or anything compiles
+
+
+def test_perf_buffer_is_said_at_startup(fake, capsys):
+    assert main(["--buffer", "perf"]) == 0
+    out, err = capsys.readouterr()
+    assert "event buffer: perf, 64 pages per CPU (--buffer perf)" in err
+    assert "#define RINGBUF_PAGES 0" in fake.BPF.instances[-1].text
+    assert "user side, perf lost callback: 0)" in out
+
+
 def test_no_hook_present(fake, capsys):
     fake.BPF.available = []
     assert main([]) == 1
