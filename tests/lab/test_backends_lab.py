@@ -3,7 +3,9 @@ traffic: each tool once with --backend kprobe and once with --backend fentry
 (BPF trampolines), all four running together, must report the same events
 with the same findings. Both see every call of the same kernel functions, so
 any difference is the backend's doing (a missed hit, a wrong argument or
-return slot, a scratch overwritten by a nested hook)."""
+return slot, a scratch overwritten by a nested hook). The kprobe runs use
+perf buffers, the fentry runs the default buffer, a BPF ring buffer on these
+kernels: the comparison covers the two buffers too."""
 import collections
 import json
 import os
@@ -15,9 +17,9 @@ pytestmark = [pytest.mark.lab, pytest.mark.matrix]
 
 T = "python3 tests/lab/guest/traffic.py"
 TOOLS = {
-    "w-kprobe": "python3 skb_frag_list_watcher.py --backend kprobe --stack-trace",
+    "w-kprobe": "python3 skb_frag_list_watcher.py --backend kprobe --stack-trace --buffer perf",
     "w-fentry": "python3 skb_frag_list_watcher.py --backend fentry --stack-trace",
-    "d-kprobe": "python3 skb_vxlan_source_detector.py --no-static --backend kprobe",
+    "d-kprobe": "python3 skb_vxlan_source_detector.py --no-static --backend kprobe --buffer perf",
     "d-fentry": "python3 skb_vxlan_source_detector.py --no-static --backend fentry",
 }
 
@@ -78,6 +80,9 @@ def test_kprobe_and_fentry_report_the_same_findings(lab):
         assert st[0]["nested_too_deep"] == 0, (name, st)
         backend = name.split("-")[1]
         assert "backend %s (--backend %s): " % (backend, backend) in r.err, r.err
+        buf = "perf" if backend == "kprobe" else "ring"
+        assert st[0]["buffer"] == buf, (name, st[0]["buffer"], r.err)
+        assert "event buffer: %s, " % buf in r.err, r.err
         hooks = dict((h["name"], h) for h in st[0]["hooks"] if h["symbol"])
         if backend == "kprobe":
             assert set(h["backend"] for h in hooks.values()) == {"kprobe"}, hooks
