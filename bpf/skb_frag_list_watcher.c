@@ -106,7 +106,7 @@ static __always_inline int on_enter(void *ctx, struct scratch_t *s, struct call_
 
 	count_hit(c->hook_id);
 	depth = entry_begin(c, &tk);
-	if (!load(s, skb, c->hook_id))
+	if (!load_entry(s, skb, c->hook_id, c->hflags & HF_ENTRY_CHECK))
 		return 0;
 	tnl = in_tunnel_segment();
 	r = eval_rules(s, c->hflags, tnl);
@@ -119,11 +119,11 @@ static __always_inline int on_enter(void *ctx, struct scratch_t *s, struct call_
 
 static __always_inline int on_mutate_return(void *ctx, struct scratch_t *s, struct call_t *c)
 {
-	u32 hook_id = c->hook_id;
-	u64 ret = c->ret;
+	struct sk_buff *k = &s->skb;
+	struct skb_shared_info *sh = &s->sh;
 	struct entry_t *e;
-	struct skb_event *ev;
-	u32 r, fresh;
+	u64 list_before, list_after, ts;
+	u32 r, fresh, tunnel;
 	int changed;
 
 	if (take_entry(s, c))
@@ -131,29 +131,39 @@ static __always_inline int on_mutate_return(void *ctx, struct scratch_t *s, stru
 	e = &s->entry;
 	if (read_skb(s, (struct sk_buff *)e->skb))
 		return 0;
-	fill_state(s, hook_id);
-	ev = &s->ev;
-	copy_entry_to_event(s);
-	ev->ret = ret;
-
-	changed = ev->frag_list_before != ev->frag_list_after ||
-		  ev->gso_size_before != ev->gso_size_after ||
-		  ev->gso_type_before != ev->gso_type_after ||
-		  ev->data_len_before != ev->data_len_after ||
-		  ev->nr_frags_before != ev->nr_frags_after;
-	r = eval_rules(s, 0, in_tunnel_segment());
+	list_before = e->frag_list;
+	list_after = (u64)sh->frag_list;
+	changed = list_before != list_after || e->gso_size != sh->gso_size ||
+		  e->gso_type != sh->gso_type || e->data_len != k->data_len ||
+		  e->nr_frags != sh->nr_frags;
+	/* Most returns change nothing worth a line: the event's fields (task,
+	 * device, flow) are read for a line, or for the tunnel rule that
+	 * reads the outer flow. */
+	tunnel = sh->gso_type & KGSO_TUNNEL_BITS;
+	if (tunnel)
+		fill_state(s, c->hook_id);
+	else
+		s->ev.family = 0;
+	r = eval_rules(s, 0, tunnel ? in_tunnel_segment() : 0);
 	fresh = r & ~e->reasons;   /* report a bad state once, where it began */
 
 	/* emit before recording, so last= names the change before this one */
-	if (ev->frag_list_before != ev->frag_list_after) {
-		u8 what = !ev->frag_list_before ? EV_CREATE :
-			  !ev->frag_list_after ? EV_CLEAR : EV_MODIFY;
-		emit(ctx, s, what, fresh);
-	} else if (fresh) {
-		emit(ctx, s, EV_INCONSISTENT, fresh);
+	if (list_before != list_after || fresh) {
+		if (!tunnel)
+			fill_state(s, c->hook_id);
+		copy_entry_to_event(s);
+		s->ev.ret = c->ret;
+		ts = s->ev.ts_ns;
+		if (list_before != list_after)
+			emit(ctx, s, !list_before ? EV_CREATE : !list_after ? EV_CLEAR : EV_MODIFY,
+			     fresh);
+		else
+			emit(ctx, s, EV_INCONSISTENT, fresh);
+	} else {
+		ts = bpf_ktime_get_ns();
 	}
 	if (changed)
-		note_change(e->skb, ev->head, hook_id, ev->ts_ns);
+		note_change(e->skb, (u64)k->head, c->hook_id, ts);
 	return 0;
 }
 

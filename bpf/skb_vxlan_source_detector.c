@@ -134,7 +134,7 @@ static __always_inline int on_change_enter(void *ctx, struct scratch_t *s, struc
 
 	count_hit(c->hook_id);
 	depth = entry_begin(c, &tk);
-	if (!load(s, skb, c->hook_id))
+	if (!load_entry(s, skb, c->hook_id, 0))
 		return 0;
 	entry_kept(c, &tk, depth, &ek);
 	save_entry(s, skb, c->hook_id, c->aux, c->aux2, 0, &ek, ctx);
@@ -151,6 +151,14 @@ static __always_inline int on_change_return(void *ctx, struct scratch_t *s, stru
 		return 0;
 	if (read_skb(s, (struct sk_buff *)s->entry.skb))
 		return 0;
+	if (!s->entry.gso_type && !s->sh.gso_type) {
+		/* what report() does with no gso_type before or after: no line,
+		 * and a recycled address loses its origin record */
+		u64 key = s->entry.skb;
+
+		last_change.delete(&key);
+		return 0;
+	}
 	fill_state(s, hook_id);
 	copy_entry_to_event(s);
 	s->ev.ret = c->ret;
