@@ -59,6 +59,14 @@ def prog_stats(lab):
     return out
 
 
+def map_memory(lab):
+    """{map id: (name, type, max_entries, bytes_memlock)} of every map."""
+    r = lab.run("bpftool -j map show", check=True)
+    return dict((m["id"], (m.get("name", ""), m.get("type", ""), m.get("max_entries", 0),
+                           int(m.get("bytes_memlock", 0))))
+                for m in json.loads(r.out or "[]"))
+
+
 def delta_stats(before, after, new_only=True):
     rows = {}
     for pid, (name, ns, cnt) in after.items():
@@ -95,6 +103,12 @@ def measure_hits(lab, seconds):
 
     def one(label, start, stop):
         start()
+        if label in MEMORY_OF:
+            maps = [m for k, m in map_memory(lab).items() if k not in maps_before]
+            print("%s: %d maps, %.1f MiB locked (%s)" % (
+                label, len(maps), sum(m[3] for m in maps) / 1048576.0,
+                ", ".join("%s %s x%d %.0f KiB" % (n, ty, e, b / 1024.0)
+                          for n, ty, e, b in sorted(maps, key=lambda m: -m[3]))))
         rate = tcp_rate(lab, seconds)
         lab.run("sysctl -qw kernel.bpf_stats_enabled=1", check=True)
         mid = prog_stats(lab)
@@ -132,6 +146,7 @@ def measure_hits(lab, seconds):
         return start, stop
 
     before_ids = set(prog_stats(lab))    # programs of nobody's making here (systemd's)
+    maps_before = set(map_memory(lab))
     print("%-52s %8s %10s %15s %7s" % ("configuration", "hits", "per hit", "forwarding",
                                        "ratio"))
     one("empty kprobe/kretprobe on the watcher's hooks", *guest("floor"))
@@ -148,6 +163,9 @@ def measure_hits(lab, seconds):
                                                100.0 * rate / untraced if untraced else 0))
     return results
 
+
+# the maps each tool creates, and their memory, printed once per tool
+MEMORY_OF = ("watcher, fentry", "detector, fentry")
 
 # label, command: both backends, the default hooks and a filter that matches
 # nothing, the default buffer (a ring buffer where there is one) and perf
