@@ -369,10 +369,11 @@ def ringbuf_support(BPF, kernel_btf, kallsyms="/proc/kallsyms"):
     return False, "the kernel has no BPF ring buffer (no bpf_ringbuf_output in kallsyms)"
 
 
-def ring_pages(pages_per_cpu, ncpus):
+def ring_pages(pages_per_cpu, ncpus=None):
     """A ring buffer as large as the perf buffers together: pages per CPU x
-    CPUs, rounded up to the power of two the kernel requires."""
-    n = max(1, pages_per_cpu * max(1, ncpus))
+    CPUs (this machine's by default), rounded up to the power of two the
+    kernel requires."""
+    n = max(1, pages_per_cpu * max(1, ncpus or os.cpu_count() or 1))
     p = 1
     while p < n:
         p <<= 1

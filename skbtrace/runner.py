@@ -1,6 +1,5 @@
 """The run loop both tools share: checks, hook resolution, compile, attach,
 poll, statistics on SIGINT/SIGTERM."""
-import os
 import signal
 import time
 
@@ -134,7 +133,7 @@ def run(tool, formatter_cls=Formatter, stats=None):
             loader.choose_backends([h for h in tool.hooks if h.symbol], "fentry",
                                    tool.kernel_btf, (True, None))
         if getattr(args, "buffer", "perf") == "ring":
-            tool.ring_pages = loader.ring_pages(args.buffer_pages, os.cpu_count() or 1)
+            tool.ring_pages = loader.ring_pages(args.buffer_pages)
         try:
             for line in tool.program_text(tool.hooks).splitlines():
                 sink.write(line)
@@ -205,7 +204,7 @@ def choose_buffer(args, bcc, kernel_btf):
         info("event buffer: perf, %d pages per CPU (no ring buffer: %s)" % (
             args.buffer_pages, why))
         return 0
-    pages = loader.ring_pages(args.buffer_pages, os.cpu_count() or 1)
+    pages = loader.ring_pages(args.buffer_pages)
     info("event buffer: ring, %d pages shared by the CPUs (--buffer %s)" % (pages, mode))
     return pages
 

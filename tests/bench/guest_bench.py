@@ -221,7 +221,7 @@ class Source(object):
                                     stdin=subprocess.PIPE)
         # a ring buffer as large as the perf buffers together, as the tools
         # size it (skbtrace.loader.ring_pages)
-        self.ring_pages = loader.ring_pages(page_cnt, os.cpu_count() or 1) if ring else 0
+        self.ring_pages = loader.ring_pages(page_cnt) if ring else 0
         text = SOURCE.replace("GEN_PID", str(self.gen.pid))
         text = "#define RINGBUF_PAGES %d\n" % self.ring_pages + text
         with open(os.path.join(ROOT, "bpf", "skb_event.h")) as f:

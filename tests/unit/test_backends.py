@@ -146,3 +146,42 @@ def test_void_function_has_no_return_slot():
     assert c.c_line().splitlines() == [
         "HOOK_MUTATE(KPROBE, skb_condense, %d, PT_REGS_PARM1(ctx), 0, 0, 0, 0)" % c.hook_id,
         "HOOK_MUTATE_RET(KPROBE, skb_condense, %d, PT_REGS_PARM1(ctx), 0, 0, 0, 0)" % c.hook_id]
+
+
+# --- the event buffer (--buffer) ----------------------------------------------
+
+class EnumBTF(object):
+    def __init__(self, members):
+        self.members = members
+
+    def enum_containing(self, member):
+        return dict((m, i) for i, m in enumerate(self.members)) if member in self.members \
+            else None
+
+
+class RingBPF(object):
+    def ring_buffer_poll(self, timeout=-1):
+        pass
+
+
+def test_ringbuf_support_asks_btf_then_kallsyms(tmp_path):
+    ks = tmp_path / "kallsyms"
+    assert loader.ringbuf_support(object, None, str(ks)) == (
+        False, "this bcc has no ring buffer support (BPF.ring_buffer_poll)")
+    assert loader.ringbuf_support(RingBPF, EnumBTF(["BPF_MAP_TYPE_RINGBUF"])) == (True, None)
+    ok, why = loader.ringbuf_support(RingBPF, EnumBTF(["BPF_MAP_TYPE_HASH"]))
+    assert not ok and "BPF_MAP_TYPE_RINGBUF" in why
+    # no BTF (RHEL 8 kernels without it): the helper in kallsyms decides
+    ks.write_text("ffffffff81234560 T bpf_ringbuf_output_x\nffffffff81234567 T skb_segment\n")
+    ok, why = loader.ringbuf_support(RingBPF, None, str(ks))
+    assert not ok and "no bpf_ringbuf_output in kallsyms" in why
+    ks.write_text("ffffffff81234560 T bpf_ringbuf_output\n")
+    assert loader.ringbuf_support(RingBPF, None, str(ks)) == (True, None)
+    ok, why = loader.ringbuf_support(RingBPF, None, str(tmp_path / "missing"))
+    assert not ok and why.startswith("cannot read ")
+
+
+@pytest.mark.parametrize("per_cpu,ncpus,pages", [(64, 2, 128), (64, 3, 256), (1, 1, 1),
+                                                  (8, 96, 1024), (64, 6, 512)])
+def test_ring_buffer_is_the_perf_buffers_memory_to_a_power_of_two(per_cpu, ncpus, pages):
+    assert loader.ring_pages(per_cpu, ncpus) == pages
