@@ -255,6 +255,18 @@ class Source(object):
         return v[0], v[1]
 
 
+def emit_cost():
+    """(run_cnt, run_time_ns) of the source's program, from the kernel's own
+    statistics (kernel.bpf_stats_enabled): what a record costs to send."""
+    import json
+    out = subprocess.run(["bpftool", "-j", "prog", "show", "name", "emit"],
+                         stdout=subprocess.PIPE, universal_newlines=True).stdout
+    progs = json.loads(out or "[]")
+    progs = progs if isinstance(progs, list) else [progs]
+    return (sum(p.get("run_cnt", 0) for p in progs),
+            sum(p.get("run_time_ns", 0) for p in progs))
+
+
 def consume(src, callback):
     """Start the generator, read until it is done; (received, sent, lost,
     seconds)."""
@@ -317,15 +329,19 @@ def buffers():
 
 def loss(seconds):
     """The watcher's text path as the consumer, default buffer size."""
-    print("%-6s %-10s %10s %10s %10s %8s" % ("buffer", "asked ev/s", "sent", "received", "lost",
-                                            "ev/s"))
+    print("%-6s %-10s %10s %10s %10s %8s %12s" % ("buffer", "asked ev/s", "sent", "received",
+                                                  "lost", "ev/s", "ns/record"))
+    subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"])
     for ring in buffers():
         for rate in (2000, 5000, 10000, 20000, 50000, 100000, 0):
             src = Source(rate, seconds, ring=ring)
             got, sent, lost, dt = consume(src, pipeline("text"))
-            print("%-6s %-10s %10d %10d %10d %8.0f" % ("ring" if ring else "perf", rate or "max",
-                                                      sent, got, lost, got / dt))
+            cnt, ns = emit_cost()
+            print("%-6s %-10s %10d %10d %10d %8.0f %12.0f" % (
+                "ring" if ring else "perf", rate or "max", sent, got, lost, got / dt,
+                ns / cnt if cnt else float("nan")))
             src.b.cleanup()
+    subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"])
 
 
 def userspace(seconds):
