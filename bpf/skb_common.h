@@ -497,9 +497,14 @@ static __always_inline int filter_keep(struct scratch_t *s)
 	return 1;
 }
 
-/* Load the skb into s, apply the filters. NULL when the hit is not reported. */
+/* Load the skb into s, apply the filters. NULL when the hit is not reported.
+ * report_here: the hit may send a line now, so the event's fields (task,
+ * device, flow) are filled. An entry that only saves its state for the
+ * return (which builds the event from a fresh read) leaves them unfilled
+ * unless a filter or the tunnel rules read them: the rules read s->skb and
+ * s->sh, RSN_TUNNEL_OUTER_NOT_UDP also the outer flow. */
 static __always_inline struct scratch_t *load(struct scratch_t *s, struct sk_buff *skb,
-					      u32 hook_id)
+					      u32 hook_id, int report_here)
 {
 	if (!prefilter(skb)) {
 		count(CNT_FILTERED);
@@ -507,33 +512,8 @@ static __always_inline struct scratch_t *load(struct scratch_t *s, struct sk_buf
 	}
 	if (read_skb(s, skb))
 		return 0;
-	fill_state(s, hook_id);
-	if (!filter_keep(s)) {
-		count(CNT_FILTERED);
-		return 0;
-	}
-	s->ev.skb = (u64)skb;
-	return s;
-}
-
-/* An entry that only saves its state for the return (the event is built
- * there, from a fresh read): the event's fields (task, device, flow) are
- * filled only where a filter or the tunnel rules read them, or when the
- * entry itself may report (report_here). The rules read s->skb and s->sh;
- * RSN_TUNNEL_OUTER_NOT_UDP also the outer flow, so tunnel bits take the full
- * path. */
-static __always_inline struct scratch_t *load_entry(struct scratch_t *s, struct sk_buff *skb,
-						    u32 hook_id, int report_here)
-{
-	if (report_here || FILTER_SRC || FILTER_DST || FILTER_IFINDEX)
-		return load(s, skb, hook_id);
-	if (!prefilter(skb)) {
-		count(CNT_FILTERED);
-		return 0;
-	}
-	if (read_skb(s, skb))
-		return 0;
-	if (s->sh.gso_type & KGSO_TUNNEL_BITS)
+	if (report_here || FILTER_SRC || FILTER_DST || FILTER_IFINDEX ||
+	    (s->sh.gso_type & KGSO_TUNNEL_BITS))
 		fill_state(s, hook_id);
 	else
 		s->ev.family = 0;

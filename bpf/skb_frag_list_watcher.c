@@ -88,7 +88,7 @@ static __always_inline int on_segment(void *ctx, struct scratch_t *s, u32 hook_i
 	u32 r;
 
 	count_hit(hook_id);
-	if (!load(s, skb, hook_id))
+	if (!load(s, skb, hook_id, 1))
 		return 0;
 	tnl = in_tunnel_segment();
 	r = eval_rules(s, hflags, tnl);
@@ -106,7 +106,7 @@ static __always_inline int on_enter(void *ctx, struct scratch_t *s, struct call_
 
 	count_hit(c->hook_id);
 	depth = entry_begin(c, &tk);
-	if (!load_entry(s, skb, c->hook_id, c->hflags & HF_ENTRY_CHECK))
+	if (!load(s, skb, c->hook_id, c->hflags & HF_ENTRY_CHECK))
 		return 0;
 	tnl = in_tunnel_segment();
 	r = eval_rules(s, c->hflags, tnl);
@@ -217,7 +217,7 @@ static __always_inline int on_consume_enter(void *ctx, struct scratch_t *s, stru
 
 	count_hit(c->hook_id);
 	depth = entry_begin(c, &tk);
-	if (!load(s, skb, c->hook_id))
+	if (!load(s, skb, c->hook_id, 1))
 		return 0;
 	if (!s->ev.frag_list_after && !s->ev.gso_size_after)
 		return 0;

@@ -134,7 +134,7 @@ static __always_inline int on_change_enter(void *ctx, struct scratch_t *s, struc
 
 	count_hit(c->hook_id);
 	depth = entry_begin(c, &tk);
-	if (!load_entry(s, skb, c->hook_id, 0))
+	if (!load(s, skb, c->hook_id, 0))
 		return 0;
 	entry_kept(c, &tk, depth, &ek);
 	save_entry(s, skb, c->hook_id, c->aux, c->aux2, 0, &ek, ctx);
@@ -172,7 +172,7 @@ static __always_inline int on_observe(void *ctx, struct scratch_t *s, u32 hook_i
 				      struct sk_buff *skb, u64 aux, u8 event, u32 checks)
 {
 	count_hit(hook_id);
-	if (!load(s, skb, hook_id))
+	if (!load(s, skb, hook_id, 1))
 		return 0;
 	before_is_after(&s->ev);
 	s->ev.aux = aux;
@@ -226,7 +226,7 @@ static __always_inline int on_virtio_skb(void *ctx, struct scratch_t *s, u32 hoo
 	if (!rx)
 		return 0;          /* another driver's packet */
 	count_hit(hook_id);
-	if (!load(s, skb, *rx - 1))
+	if (!load(s, skb, *rx - 1, 1))
 		return 0;
 	__builtin_memcpy(&h, s->skb.cb, sizeof(h));
 	s->ev.vnet_flags = h.flags;
