@@ -1,5 +1,7 @@
-"""Hand-built events for the unit tests."""
+"""Hand-built events for the unit tests, and a shell's pipe."""
+import os
 import socket
+import subprocess
 
 from skbtrace import event
 
@@ -51,3 +53,26 @@ class FixedClock(object):
 
     def iso(self, ts_ns):
         return "1970-01-01T" + self.hms(ts_ns)
+
+
+def run_into(writer, reader, timeout=60):
+    """`writer | reader` as a shell runs it: (writer's exit code, reader's
+    stdout, writer's stderr). The pipe is made here and both its ends are
+    closed in this process, so the reader sees EOF and the writer EPIPE as
+    under a shell; Popen's own pipe would leave a closed stdout on the
+    writer's Popen, which Python 3.6's communicate() refuses."""
+    r, w = os.pipe()
+    try:
+        p1 = subprocess.Popen(writer, stdout=w, stderr=subprocess.PIPE)
+        try:
+            p2 = subprocess.Popen(reader, stdin=r, stdout=subprocess.PIPE)
+        except BaseException:
+            p1.kill()
+            p1.wait()
+            raise
+    finally:
+        os.close(r)
+        os.close(w)
+    out = p2.communicate(timeout=timeout)[0]
+    err = p1.communicate(timeout=timeout)[1]
+    return p1.returncode, out.decode(), err.decode()

@@ -2,11 +2,14 @@
 line on stderr and a non-zero exit, never a traceback."""
 import os
 import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
+from helpers import run_into
 from skbtrace import loader
 from skbtrace.errors import EnvError
 
@@ -89,12 +92,8 @@ def test_ebpf_prints_final_text_without_root_or_bcc():
 
 
 def test_ebpf_into_head_is_quiet():
-    p1 = subprocess.Popen([sys.executable, WATCHER, "--ebpf"], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE)
-    p2 = subprocess.Popen(["head", "-1"], stdin=p1.stdout, stdout=subprocess.PIPE)
-    p1.stdout.close()
-    p2.communicate(timeout=60)
-    err = p1.communicate(timeout=60)[1].decode()
+    rc, out, err = run_into([sys.executable, WATCHER, "--ebpf"], ["head", "-1"])
+    assert out.count("\n") == 1
     assert "Traceback" not in err and "BrokenPipe" not in err
 
 
@@ -103,10 +102,58 @@ def _nobody():
     os.setuid(pwd.getpwnam("nobody").pw_uid)
 
 
+def _nobody_runs(code, *argv):
+    try:
+        return subprocess.call([sys.executable, "-c", code] + list(argv), preexec_fn=_nobody,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               cwd="/") == 0
+    except OSError:         # the interpreter itself: EACCES on a directory above it
+        return False
+
+
+_READS = "import sys\nfor p in sys.argv[1:]: open(p, 'rb').close()"
+# what the launcher reads first: itself, the package, the BPF sources
+_CHECKOUT = ("skb_frag_list_watcher.py", "skbtrace/__init__.py", "bpf/skb_event.h")
+
+
+@pytest.fixture
+def launcher_for_nobody():
+    """The watcher as nobody can run it: the checkout itself where nobody
+    can read it, else its launcher, package and BPF sources copied to a
+    directory of the test's own that nobody can (a clone under a 0700 home,
+    or in a mktemp -d folder)."""
+    if not _nobody_runs("pass"):
+        # make test-unit-py36 runs a copy of a pyenv build that others can run
+        why = "nobody cannot run this interpreter (%s)" % sys.executable
+        if os.environ.get("SKBTRACE_REQUIRE_NOBODY"):
+            pytest.fail(why)
+        pytest.skip(why)
+    if _nobody_runs(_READS, *[os.path.join(ROOT, f) for f in _CHECKOUT]):
+        yield WATCHER
+        return
+    top = tempfile.mkdtemp(prefix="skbtrace-nobody.")
+    try:
+        keep = shutil.ignore_patterns("__pycache__")
+        for d in ("skbtrace", "bpf"):
+            shutil.copytree(os.path.join(ROOT, d), os.path.join(top, d), ignore=keep)
+        shutil.copy(WATCHER, top)
+        for dirpath, dirnames, filenames in os.walk(top):
+            os.chmod(dirpath, 0o755)
+            for f in filenames:
+                os.chmod(os.path.join(dirpath, f), 0o644)
+        if not _nobody_runs(_READS, *[os.path.join(top, f) for f in _CHECKOUT]):
+            pytest.fail("nobody cannot read a copy of the checkout in %s either (TMPDIR)" % top)
+        yield os.path.join(top, os.path.basename(WATCHER))
+    finally:
+        shutil.rmtree(top)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to nobody")
-def test_not_root():
-    rc, out, err = run([], preexec_fn=_nobody)
-    one_line_error(rc, err, 1, "must run as root")
+def test_not_root(launcher_for_nobody):
+    p = subprocess.Popen([sys.executable, launcher_for_nobody], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, cwd="/", preexec_fn=_nobody)
+    out, err = p.communicate(timeout=60)
+    one_line_error(p.returncode, err.decode(), 1, "must run as root")
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or loader.kprobes_supported(),

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from helpers import fake_flight_system, make_event, to_bytes
+from helpers import fake_flight_system, make_event, run_into, to_bytes
 from skbtrace import event, hooks
 from skbtrace.watcher import main
 
@@ -236,13 +236,8 @@ def test_no_hook_present(fake, capsys):
 
 
 def run_piped(reader_cmd, npolls=50):
-    p1 = subprocess.Popen([sys.executable, os.path.join(HERE, "fake_run.py"), "watcher",
-                           str(npolls), "SIGTERM"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    p2 = subprocess.Popen(reader_cmd, stdin=p1.stdout, stdout=subprocess.PIPE)
-    p1.stdout.close()
-    out = p2.communicate(timeout=60)[0]
-    err = p1.communicate(timeout=60)[1]
-    return p1.returncode, out.decode(), err.decode()
+    return run_into([sys.executable, os.path.join(HERE, "fake_run.py"), "watcher", str(npolls),
+                     "SIGTERM"], reader_cmd)
 
 
 def test_head_ends_quietly():
