@@ -21,7 +21,7 @@ EXAMPLES = """examples:
     sudo ./skb_vxlan_source_detector.py --gso-changes-only  # only where gso_type changes
     sudo ./skb_vxlan_source_detector.py --static-only       # no bcc needed
     sudo ./skb_vxlan_source_detector.py --src-ip 198.18.1.1 --verbose
-    sudo ./skb_vxlan_source_detector.py --no-static --json -o /var/tmp/vxlan.log
+    sudo ./skb_vxlan_source_detector.py --no-static --json -o /var/log/skbtrace/vxlan.json
     sudo ./skb_vxlan_source_detector.py --gso-changes-only | grep UDP_TUNNEL"""
 
 DETECTOR_EVENTS = [event.EVENT_NAMES[v] for v in (

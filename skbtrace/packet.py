@@ -44,8 +44,12 @@ skb->data (skb->data may be past mac_header, e.g. at tcp_gso_segment, or at
 it after skb_segment's __skb_push); a caplen below it means the rest is in
 page frags or the frag_list, not in the head.
 """
+import os
 import socket
 import struct
+
+from skbtrace.sink import open_output
+
 
 UNSET = 0xffff
 
@@ -639,7 +643,7 @@ def write_pcap(path, packets, snaplen=SNAPLEN):
     """Classic pcap (microsecond timestamps, LINKTYPE_ETHERNET). packets:
     PcapPacket or plain bytes. Returns the number of records written."""
     n = 0
-    with open(path, "wb") as f:
+    with os.fdopen(open_output(path, append=False), "wb") as f:
         f.write(struct.pack("<IHHiIII", PCAP_MAGIC, 2, 4, 0, 0, snaplen, LINKTYPE_ETHERNET))
         for p in packets:
             if not isinstance(p, PcapPacket):

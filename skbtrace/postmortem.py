@@ -16,7 +16,7 @@ from skbtrace import pm_story as story
 from skbtrace.detector import PATTERNS, DetectorFormatter
 from skbtrace.errors import UserError
 from skbtrace.formatter import Formatter, ptr
-from skbtrace.sink import ReaderGone, Sink
+from skbtrace.sink import OutputError, ReaderGone, Sink, check_output
 
 from skbtrace import crashdump, packet
 
@@ -46,9 +46,9 @@ clearer too first). A table counts packets by (UDP_TUNNEL setter, frag_list
 clearer) with the users' decision tree's advice."""
 
 EXAMPLES = """examples:
-    skb_postmortem.py /var/tmp/frag_list.log /var/tmp/vxlan.log
+    skb_postmortem.py /var/log/skbtrace/frag_list.log /var/log/skbtrace/vxlan.log
     skb_postmortem.py frag_list.log.1.gz vxlan.log.1.gz console.log --skb 0xffff888007ce9f00
-    skb_postmortem.py vmcore-dmesg.txt crash-session.txt --pcap /tmp/skb.pcap
+    skb_postmortem.py vmcore-dmesg.txt crash-session.txt --pcap skb.pcap
     kubectl logs ds/skbtrace -c watcher | skb_postmortem.py - --node worker-3
     skb_postmortem.py --json *.json.gz | jq 'select(.type=="postmortem_summary")'"""
 
@@ -1060,12 +1060,19 @@ def write_pcap(run, path):
     packets = [o.raw.packet for o in run.crash_obs if o.raw.packet is not None]
     try:
         return packet.write_pcap(path, packets)
+    except OutputError as e:
+        raise UserError("--pcap: %s" % e)
     except (IOError, OSError) as e:
         raise UserError("--pcap: cannot write %s: %s" % (path, e.strerror or e))
 
 
 def _main(argv=None):
     args = make_parser().parse_args(argv)
+    if args.pcap:
+        try:
+            check_output(args.pcap)     # before hours of reading, not after
+        except OutputError as e:
+            raise UserError("--pcap: %s" % e)
     run = Run(args)
     sink = None
     try:

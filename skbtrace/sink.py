@@ -9,16 +9,88 @@ is split across files and none is lost.
 write_text() takes an event's lines at once (the runner's fast path): one
 write(2) straight to the file under the stream, which is what flushing each
 line cost anyway, without the text and buffer layers in between. The lines
-have reached the file when it returns, as with write()."""
+have reached the file when it returns, as with write().
+
+open_output() is the rule for every file a tool writes (-o, its reopen,
+skb_postmortem's --pcap): they run as root and are pointed at paths in
+directories others may write to, so a symbolic link, anything but a regular
+file, a file of another user and a file with a second name (a hard link) are
+refused, and a new file is made 0640. The checks are made on the file opened
+(O_NOFOLLOW, fstat), not only on the name, so swapping the name between the
+check and the open gains nothing; what a directory others can write to
+still allows them is removing or renaming the log, which is why the manuals
+put it in a root-owned one."""
 import errno
+import fcntl
 import io
 import os
+import stat
 import sys
 
 from skbtrace.errors import UserError
 
 
 _ASCII = "".join(chr(c) for c in range(128))
+
+OUTPUT_MODE = 0o640     # new files: a trace names hosts and addresses; others do not read it
+_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
+          stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
+
+
+class OutputError(Exception):
+    """A file a tool will not or cannot write; the message is one line."""
+
+
+def _refusal(path, st):
+    if stat.S_ISLNK(st.st_mode):
+        return "refusing %s: a symbolic link (name the file itself)" % path
+    if not stat.S_ISREG(st.st_mode):
+        return "refusing %s: %s, not a regular file" % (
+            path, _KINDS.get(stat.S_IFMT(st.st_mode), "a special file"))
+    if st.st_uid not in (0, os.geteuid()):
+        return "refusing %s: owned by uid %d, neither root nor this user" % (path, st.st_uid)
+    if st.st_nlink > 1:
+        return "refusing %s: %d hard links (one file under another name)" % (path, st.st_nlink)
+    return None
+
+
+def check_output(path):
+    """Refuse an existing path open_output() would refuse, before anything
+    else runs; touches nothing."""
+    try:
+        st = os.lstat(path)
+    except (IOError, OSError):
+        return      # missing, or open_output() says why it cannot open it
+    why = _refusal(path, st)
+    if why:
+        raise OutputError(why)
+
+
+def open_output(path, append=True):
+    """A descriptor to write path: appended to, or emptied (append=False),
+    created with OUTPUT_MODE if missing. A refused file is left as it was."""
+    check_output(path)
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK |
+             (os.O_APPEND if append else 0))
+    try:
+        # O_NONBLOCK: a FIFO swapped in after the check fails instead of
+        # waiting for a reader; it is cleared once the file is known regular
+        fd = os.open(path, flags, OUTPUT_MODE)
+    except (IOError, OSError) as e:
+        if e.errno == errno.ELOOP:
+            raise OutputError("refusing %s: a symbolic link (name the file itself)" % path)
+        raise OutputError("cannot open %s: %s" % (path, e.strerror or e))
+    try:
+        why = _refusal(path, os.fstat(fd))
+        if why:
+            raise OutputError(why)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        if not append:
+            os.ftruncate(fd, 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class ReaderGone(Exception):
@@ -30,9 +102,9 @@ class Sink(object):
         self.path = path
         if path:
             try:
-                self.stream = open(path, "a")
-            except (IOError, OSError) as e:
-                raise UserError("-o/--output: cannot open %s: %s" % (path, e.strerror))
+                self.stream = os.fdopen(open_output(path), "a")
+            except OutputError as e:
+                raise UserError("-o/--output: %s" % e)
         else:
             self.stream = sys.stdout
         self.gone = False
@@ -139,15 +211,14 @@ class Sink(object):
     def reopen(self):
         """Continue in a new file at the path (logrotate renamed the old one).
         The new file is opened before the old one is closed: if the path
-        cannot be opened, lines keep going to the old file and the error is
-        returned, for one line on stderr."""
+        cannot be opened or is refused (open_output()), lines keep going to
+        the old file and the reason is returned, for one line on stderr."""
         if not self.path or self.gone:
             return None
         try:
-            stream = open(self.path, "a")
-        except (IOError, OSError) as e:
-            return "cannot reopen %s: %s (still writing to the old file)" % (self.path,
-                                                                            e.strerror)
+            stream = os.fdopen(open_output(self.path), "a")
+        except OutputError as e:
+            return "not reopened: %s (still writing to the old file)" % e
         old, self.stream = self.stream, stream
         self._bind()
         try:

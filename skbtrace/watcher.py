@@ -20,7 +20,7 @@ EXAMPLES = """examples:
     sudo ./skb_frag_list_watcher.py --gso-only | grep INCONSISTENT
     sudo ./skb_frag_list_watcher.py --src-ip 198.18.1.1  # one sender (outer or inner)
     sudo ./skb_frag_list_watcher.py --dst-ip 2001:db8::2 --interface eth0
-    sudo ./skb_frag_list_watcher.py --gso-only --verbose -o /var/tmp/fraglist.log
+    sudo ./skb_frag_list_watcher.py --gso-only --verbose -o /var/log/skbtrace/fraglist.log
     sudo ./skb_frag_list_watcher.py --gso-only --stack-trace
     sudo ./skb_frag_list_watcher.py --json | jq 'select(.severity=="CRITICAL")'"""
 

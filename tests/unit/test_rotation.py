@@ -91,7 +91,8 @@ def test_reopen_failure_keeps_the_old_file(fake, tmp_path, capsys):
     old = records("%s.1" % log)
     assert event_seq(old) == list(range(40)) and old[-1]["type"] == "statistics"
     err = capsys.readouterr().err
-    assert "SIGHUP: cannot reopen %s: Is a directory (still writing to the old file)" % log in err
+    assert ("SIGHUP: not reopened: refusing %s: a directory, not a regular file (still writing "
+            "to the old file)" % log) in err
     assert "Traceback" not in err
 
 
