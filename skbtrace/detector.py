@@ -2,11 +2,14 @@
 on an skb, plus a static check of the host's tunnel devices and BPF programs."""
 from collections import OrderedDict
 
-from skbtrace import cli, event, hooks, record, runner
-from skbtrace.filters import Filters
-from skbtrace.formatter import Formatter, change_text
-from skbtrace.sink import Sink, info
-from skbtrace.stats import Stats
+from skbtrace import cli
+from skbtrace.kernel import event, hooks
+from skbtrace.output import record
+from skbtrace.live import runner
+from skbtrace.live.filters import Filters
+from skbtrace.output.formatter import Formatter, change_text
+from skbtrace.output.sink import Sink, info
+from skbtrace.live.stats import Stats
 
 PROG = "skb_vxlan_source_detector.py"
 
@@ -128,7 +131,7 @@ class DetectorFormatter(Formatter):
         Detector.on_record() counts it."""
         if type(self) is not DetectorFormatter:
             return None
-        from skbtrace import fastpath
+        from skbtrace.output import fastpath
         return fastpath.detector_handler(self, hooks_by_id, stats, symbols, verdict)
 
     def gso_change(self, r):
@@ -330,7 +333,7 @@ class Detector(runner.Tool):
 
 
 def write_static(args, sink):
-    from skbtrace import static_check
+    from skbtrace.live import static_check
     report = static_check.collect()
     if args.json:
         d = report.to_dict()

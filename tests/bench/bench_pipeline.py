@@ -32,11 +32,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "unit"))
 
 from helpers import FixedClock, ip4, make_event, to_bytes  # noqa: E402
-from skbtrace import decoder, detector, event, gso, hooks, loader  # noqa: E402
-from skbtrace.clock import Clock  # noqa: E402
-from skbtrace.formatter import Formatter  # noqa: E402
-from skbtrace.sink import Sink  # noqa: E402
-from skbtrace.stats import Stats, WATCHER_EVENTS  # noqa: E402
+from skbtrace.kernel import decoder, event, gso, hooks  # noqa: E402
+from skbtrace import detector  # noqa: E402
+from skbtrace.live import loader  # noqa: E402
+from skbtrace.output.clock import Clock  # noqa: E402
+from skbtrace.output.formatter import Formatter  # noqa: E402
+from skbtrace.output.sink import Sink  # noqa: E402
+from skbtrace.live.stats import Stats, WATCHER_EVENTS  # noqa: E402
 
 
 def events(n):

@@ -35,9 +35,11 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from helpers import FixedClock, make_event, to_bytes  # noqa: E402
-from skbtrace import decoder, detector, event, gso, hooks, record  # noqa: E402
-from skbtrace.formatter import Formatter  # noqa: E402
-from skbtrace.stats import Stats, WATCHER_EVENTS  # noqa: E402
+from skbtrace.kernel import decoder, event, gso, hooks  # noqa: E402
+from skbtrace import detector  # noqa: E402
+from skbtrace.output import record  # noqa: E402
+from skbtrace.output.formatter import Formatter  # noqa: E402
+from skbtrace.live.stats import Stats, WATCHER_EVENTS  # noqa: E402
 
 GOLDEN = os.path.join(HERE, "data", "fastpath_golden.json")
 SEED = 20261130

@@ -1,7 +1,7 @@
 """Hand-built events for the unit tests."""
 import socket
 
-from skbtrace import event
+from skbtrace.kernel import event
 
 
 def ip4(text):
@@ -24,7 +24,8 @@ def make_event(**kw):
 def fake_flight_system(tmp_path, monkeypatch, tracing_on="0", sysctl=True):
     """A kernel.ftrace_dump_on_oops file and a tracefs of our own for the
     flight recorder; returns (sysctl path, tracefs path)."""
-    from skbtrace import flightrec, loader
+    from skbtrace.kernel import flightrec
+    from skbtrace.live import loader
     path = tmp_path / "ftrace_dump_on_oops"
     if sysctl:
         path.write_text("0\n")

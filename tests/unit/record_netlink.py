@@ -45,7 +45,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from skbtrace import static_check  # noqa: E402
+from skbtrace.live import static_check  # noqa: E402
 
 SETUPS = ("plain", "vxlan", "tcbpf", "xdp", "tcx", "ipip", "gre", "fou", "geneve", "all")
 _HOLD = []          # tcx link fds: the attachment lives as long as the fd

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from skbtrace import loader
+from skbtrace.live import loader
 from skbtrace.errors import EnvError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

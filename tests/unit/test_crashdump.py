@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from skbtrace import crashdump, event, flightrec, gso, rules
+from skbtrace.postmortem import crashdump
+from skbtrace.kernel import event, flightrec, gso, rules
 
 try:
     from hypothesis import given, settings, HealthCheck, strategies as st
@@ -418,7 +419,7 @@ def test_packet_and_pcap_when_the_memory_holds_the_head(tmp_path):
     # the rest would be in the frags or the frag_list: this skb has neither
     assert "captured 94 of 2990 bytes: the rest should be in page frags or the frag_list, " \
         "but the frags hold 0 of data_len 2896 and frag_list is NULL" in f.packet.notes
-    from skbtrace import packet
+    from skbtrace.kernel import packet
     path = str(tmp_path / "crash.pcap")
     assert packet.write_pcap(path, [f.packet]) == 1
     (p,) = rdpcap(path)

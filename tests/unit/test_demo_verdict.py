@@ -7,9 +7,10 @@ import re
 import sys
 
 from helpers import FixedClock, make_event, to_bytes
-from skbtrace import decoder, detector, event, gso, hooks
-from skbtrace.formatter import Formatter
-from skbtrace.stats import Stats, WATCHER_EVENTS
+from skbtrace.kernel import decoder, event, gso, hooks
+from skbtrace import detector
+from skbtrace.output.formatter import Formatter
+from skbtrace.live.stats import Stats, WATCHER_EVENTS
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "lab"))

@@ -2,8 +2,9 @@
 import json
 import re
 
-from skbtrace import decoder, detector, event, gso, hooks
-from skbtrace.stats import Stats
+from skbtrace.kernel import decoder, event, gso, hooks
+from skbtrace import detector
+from skbtrace.live.stats import Stats
 
 from helpers import FixedClock, ip4, make_event, to_bytes
 
@@ -232,7 +233,7 @@ def test_tunnel_change_cases():
 
 
 def test_unloaded_tunnel_module_at_start_and_later(fake, capsys, monkeypatch, tmp_path):
-    from skbtrace import loader
+    from skbtrace.live import loader
     rel = tmp_path / "6.1.0-test"
     rel.mkdir()
     (rel / "modules.builtin").write_text("kernel/drivers/net/virtio_net.ko\n")

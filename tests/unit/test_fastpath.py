@@ -15,11 +15,13 @@ import pytest
 
 import fastpath_cases as cases
 from helpers import FixedClock, make_event, to_bytes
-from skbtrace import clock as clock_mod, decoder, detector, event, fastpath, gso, hooks, record
-from skbtrace import runner
-from skbtrace.formatter import Formatter
-from skbtrace.sink import ReaderGone, Sink
-from skbtrace.stats import Stats, WATCHER_EVENTS
+from skbtrace.output import clock as clock_mod, fastpath, record
+from skbtrace.kernel import decoder, event, gso, hooks
+from skbtrace import detector
+from skbtrace.live import runner
+from skbtrace.output.formatter import Formatter
+from skbtrace.output.sink import ReaderGone, Sink
+from skbtrace.live.stats import Stats, WATCHER_EVENTS
 
 
 @pytest.fixture
@@ -337,7 +339,7 @@ def test_perf_callback_copies_the_record():
     """loader.Program.open(): bcc hands the record's address as an int (its
     callback type has c_void_p); anything else goes through string_at()."""
     import fakebcc
-    from skbtrace import loader
+    from skbtrace.live import loader
     prog = loader.Program(fakebcc.Module(), "", [])
     prog.bpf = fakebcc.BPF()
     got = []

@@ -8,9 +8,9 @@ import re
 import pytest
 
 from helpers import fake_flight_system
-from skbtrace import event, flightrec, gso, hooks
+from skbtrace.kernel import event, flightrec, gso, hooks
 from skbtrace.detector import DetectorFormatter
-from skbtrace.formatter import Formatter
+from skbtrace.output.formatter import Formatter
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "consoles")
 HW = dict((h.name, h) for h in hooks.watcher_hooks())

@@ -18,7 +18,7 @@ import subprocess
 
 import pytest
 
-from skbtrace import packet
+from skbtrace.kernel import packet
 
 try:
     from scapy.all import Ether, IP, UDP, TCP, raw, rdpcap

@@ -9,10 +9,10 @@ import re
 
 import pytest
 
-from skbtrace import gso, hooks
-from skbtrace import pm_sources as src
-from skbtrace import pm_story as story
-from skbtrace import postmortem
+from skbtrace.kernel import gso, hooks
+from skbtrace.postmortem import sources as src
+from skbtrace.postmortem import story
+from skbtrace.postmortem import cli as postmortem
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PM = os.path.join(HERE, "data", "postmortem")

@@ -14,7 +14,8 @@ import subprocess
 
 import pytest
 
-from skbtrace import event, gso, paths, rules
+from skbtrace.kernel import event, gso, rules
+from skbtrace import paths
 
 try:
     from hypothesis import given, settings, HealthCheck, strategies as st

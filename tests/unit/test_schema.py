@@ -8,8 +8,9 @@ import os
 import pytest
 
 from helpers import fake_flight_system, ip4, make_event, to_bytes
-from skbtrace import detector, event, hooks
-from skbtrace.stats import WATCHER_EVENTS
+from skbtrace import detector
+from skbtrace.kernel import event, hooks
+from skbtrace.live.stats import WATCHER_EVENTS
 
 jsonschema = pytest.importorskip("jsonschema", reason="python3-jsonschema (make deps)")
 
@@ -137,7 +138,7 @@ def detector_script():
 
 
 def test_detector_records(schema, fake, capsys, monkeypatch):
-    from skbtrace import static_check
+    from skbtrace.live import static_check
     import test_static_check
     monkeypatch.setattr(static_check, "collect", lambda netns=None: test_static_check.report("all"))
     fake.BPF.available = [h.name for h in hooks.detector_hooks()]
@@ -156,7 +157,7 @@ def test_detector_records(schema, fake, capsys, monkeypatch):
 
 
 def test_static_only_record(schema, capsys, monkeypatch):
-    from skbtrace import static_check
+    from skbtrace.live import static_check
     import test_static_check
     monkeypatch.setattr(static_check, "collect", lambda netns=None: test_static_check.report("fou"))
     assert detector.main(["--static-only", "--json"]) == 0

@@ -6,7 +6,8 @@ FRAG_LIST, GSO_INFO and a `  -> Flow:` line. Markers: `[!!]` on every CLEAR,
 `[WARNING]` / `[CRITICAL]` by the severity the kernel side computed. Every line
 with a reason names the last hook that changed that skb (`last=`).
 """
-from skbtrace import event, record
+from skbtrace.kernel import event
+from skbtrace.output import record
 
 TIME_W = 15
 
@@ -39,7 +40,7 @@ class Formatter(object):
         know: the runner then goes through Decoder, Stats.add() and lines()."""
         if type(self) is not Formatter:
             return None
-        from skbtrace import fastpath
+        from skbtrace.output import fastpath
         return fastpath.watcher_handler(self, hooks_by_id, stats, symbols)
 
     # --- text -----------------------------------------------------------------

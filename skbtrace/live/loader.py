@@ -10,7 +10,8 @@ import subprocess
 import sys
 import time
 
-from skbtrace import event, hooks as hooks_mod, paths
+from skbtrace.kernel import event, hooks as hooks_mod
+from skbtrace import paths
 from skbtrace.errors import EnvError
 
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")

@@ -30,8 +30,9 @@ real fixtures.
 """
 from collections import OrderedDict
 
-from skbtrace import detector, event, hooks, rules
-from skbtrace.pm_sources import DETECTOR, WATCHER
+from skbtrace import detector
+from skbtrace.kernel import event, hooks, rules
+from skbtrace.postmortem.sources import DETECTOR, WATCHER
 
 BIRTH, PATH, SEG = 0, 1, 2
 

@@ -10,15 +10,18 @@ second keeps the observations of the packets it tells.
 """
 import heapq
 
-from skbtrace import cli, event, flightrec, gso, record, rules
-from skbtrace import pm_sources as src
-from skbtrace import pm_story as story
+from skbtrace import cli
+from skbtrace.kernel import event, flightrec, gso, rules
+from skbtrace.output import record
+from skbtrace.postmortem import sources as src
+from skbtrace.postmortem import story
 from skbtrace.detector import PATTERNS, DetectorFormatter
 from skbtrace.errors import UserError
-from skbtrace.formatter import Formatter, ptr
-from skbtrace.sink import ReaderGone, Sink
+from skbtrace.output.formatter import Formatter, ptr
+from skbtrace.output.sink import ReaderGone, Sink
 
-from skbtrace import crashdump, packet
+from skbtrace.postmortem import crashdump
+from skbtrace.kernel import packet
 
 PROG = "skb_postmortem.py"
 TOOL = "skb_postmortem"
@@ -563,7 +566,7 @@ class _TimeClock(object):
 def json_record(d, tool):
     """A --json event back as the decoder's Record, for the tools' own
     formatters: JSON inputs print as the text the tool would have written."""
-    from skbtrace import decoder
+    from skbtrace.kernel import decoder
 
     class JsonRecord(decoder.Record):
         flow = None

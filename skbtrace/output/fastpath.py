@@ -30,8 +30,9 @@ import errno
 import json
 import struct
 
-from skbtrace import event, record
-from skbtrace.decoder import flow_text
+from skbtrace.kernel import event
+from skbtrace.output import record
+from skbtrace.kernel.decoder import flow_text
 
 CACHE_MAX = 4096        # entries per cache; a full cache starts over
 SIZE = ctypes.sizeof(event.SkbEvent)
@@ -175,7 +176,7 @@ def watcher_handler(fmt, hooks_by_id, stats, symbols=None):
 
 
 def _watcher_text(fmt, hooks_by_id, stats, symbols):
-    from skbtrace.formatter import TIME_W
+    from skbtrace.output.formatter import TIME_W
     texts = Texts(fmt, hooks_by_id)
     # what every line needs; --verbose reads the rest in a second unpack
     unpack = event.layout_struct(

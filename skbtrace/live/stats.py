@@ -6,7 +6,7 @@ CPU buffer (perf_submit failures counted in the kernel) and in user space
 (bcc's lost callback)."""
 from collections import OrderedDict
 
-from skbtrace import event
+from skbtrace.kernel import event
 
 
 def lost_total(kernel, lost_cb_total):

@@ -3,12 +3,14 @@ poll, statistics on SIGINT/SIGTERM."""
 import signal
 import time
 
-from skbtrace import btf, event, flightrec, gso as gso_mod, hooks as hooks_mod, loader, record
-from skbtrace.clock import Clock, monotonic_ns
-from skbtrace.decoder import Decoder
+from skbtrace.kernel import btf, event, flightrec, gso as gso_mod, hooks as hooks_mod
+from skbtrace.live import loader
+from skbtrace.output import record
+from skbtrace.output.clock import Clock, monotonic_ns
+from skbtrace.kernel.decoder import Decoder
 from skbtrace.errors import EnvError
-from skbtrace.formatter import Formatter
-from skbtrace.sink import ReaderGone, Sink, info
+from skbtrace.output.formatter import Formatter
+from skbtrace.output.sink import ReaderGone, Sink, info
 
 POLL_MS = 100
 LAST_CHANGE_ENTRIES = 65536
@@ -260,7 +262,7 @@ def _trace(tool, program, formatter_cls, stats, sink, clock, recorder, rotate):
     formatter = formatter_cls(clock, tool.gso, verbose=args.verbose, json_mode=args.json,
                               tool=tool.name, stacks=args.stack_trace)
     if stats is None:
-        from skbtrace.stats import Stats
+        from skbtrace.live.stats import Stats
         stats = Stats(tool.hooks, tool.event_names)
     stats.tool = tool.name
     stats.stacks = bool(args.stack_trace)

@@ -179,7 +179,7 @@ def by_id(hooks):
 
 
 def detector_hooks():
-    from skbtrace import event as ev
+    from skbtrace.kernel import event as ev
     return table([
         Hook("receive_buf", VIRTIO_BRACKET, "VIRTIO_RX", skb=None, module="virtio_net",
              flags=ev.EV_VIRTIO_RX,

@@ -30,8 +30,8 @@ import sys
 import tempfile
 import zlib
 
-from skbtrace import event, flightrec, hooks
-from skbtrace import crashdump
+from skbtrace.kernel import event, flightrec, hooks
+from skbtrace.postmortem import crashdump
 from skbtrace.errors import UserError
 
 WATCHER = "skb_frag_list_watcher"

@@ -31,7 +31,7 @@ the skb whose head + end is its address.
 """
 import re
 
-from skbtrace import event, gso, packet, rules
+from skbtrace.kernel import event, gso, packet, rules
 
 MAX_LINE = 65536
 MAX_ERRORS = 500
