@@ -26,7 +26,7 @@ import json
 import os
 import re
 
-from skbtrace.kernel import event
+from skbtrace.kernel import decoder, event
 from skbtrace.errors import EnvError
 
 SYSCTL = "/proc/sys/kernel/ftrace_dump_on_oops"
@@ -320,7 +320,6 @@ class UptimeClock(object):
 def to_record(fr, hooks_by_name=None):
     """A FlightRecord as the decoder's Record, so Formatter prints it like a
     live event. hooks_by_name: name -> Hook of the tool that wrote it."""
-    from skbtrace.kernel import decoder
     ev = event.SkbEvent()
     names = dict((v, k) for k, v in event.EVENT_NAMES.items())
     sevs = dict((v, k) for k, v in SEVERITY_WORDS.items())

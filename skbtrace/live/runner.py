@@ -9,6 +9,7 @@ from skbtrace.output import record
 from skbtrace.output.clock import Clock, monotonic_ns
 from skbtrace.kernel.decoder import Decoder
 from skbtrace.errors import EnvError
+from skbtrace.live.stats import Stats
 from skbtrace.output.formatter import Formatter
 from skbtrace.output.sink import ReaderGone, Sink, info
 
@@ -262,7 +263,6 @@ def _trace(tool, program, formatter_cls, stats, sink, clock, recorder, rotate):
     formatter = formatter_cls(clock, tool.gso, verbose=args.verbose, json_mode=args.json,
                               tool=tool.name, stacks=args.stack_trace)
     if stats is None:
-        from skbtrace.live.stats import Stats
         stats = Stats(tool.hooks, tool.event_names)
     stats.tool = tool.name
     stats.stacks = bool(args.stack_trace)

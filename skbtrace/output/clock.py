@@ -4,6 +4,8 @@ offset computation, so their logs can be merged line by line."""
 import json
 import time
 
+TIME_W = 15     # hms() is HH:MM:SS.uuuuuu: the TIME column's width
+
 
 def monotonic_ns():
     return int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1e9)

@@ -7,9 +7,8 @@ FRAG_LIST, GSO_INFO and a `  -> Flow:` line. Markers: `[!!]` on every CLEAR,
 with a reason names the last hook that changed that skb (`last=`).
 """
 from skbtrace.kernel import event
-from skbtrace.output import record
-
-TIME_W = 15
+from skbtrace.output import fastpath, record
+from skbtrace.output.clock import TIME_W
 
 
 def ptr(value):
@@ -40,7 +39,6 @@ class Formatter(object):
         know: the runner then goes through Decoder, Stats.add() and lines()."""
         if type(self) is not Formatter:
             return None
-        from skbtrace.output import fastpath
         return fastpath.watcher_handler(self, hooks_by_id, stats, symbols)
 
     # --- text -----------------------------------------------------------------

@@ -11,11 +11,12 @@ second keeps the observations of the packets it tells.
 import heapq
 
 from skbtrace import cli
-from skbtrace.kernel import event, flightrec, gso, rules
+from skbtrace.kernel import decoder, event, flightrec, gso, rules
 from skbtrace.output import record
 from skbtrace.postmortem import sources as src
 from skbtrace.postmortem import story
-from skbtrace.detector import PATTERNS, DetectorFormatter
+from skbtrace.kernel.udp_tunnel import PATTERNS
+from skbtrace.output.detector_formatter import DetectorFormatter
 from skbtrace.errors import UserError
 from skbtrace.output.formatter import Formatter, ptr
 from skbtrace.output.sink import ReaderGone, Sink
@@ -566,7 +567,6 @@ class _TimeClock(object):
 def json_record(d, tool):
     """A --json event back as the decoder's Record, for the tools' own
     formatters: JSON inputs print as the text the tool would have written."""
-    from skbtrace.kernel import decoder
 
     class JsonRecord(decoder.Record):
         flow = None

@@ -30,8 +30,7 @@ real fixtures.
 """
 from collections import OrderedDict
 
-from skbtrace import detector
-from skbtrace.kernel import event, hooks, rules
+from skbtrace.kernel import event, hooks, rules, udp_tunnel
 from skbtrace.postmortem.sources import DETECTOR, WATCHER
 
 BIRTH, PATH, SEG = 0, 1, 2
@@ -196,12 +195,12 @@ class Life(object):
         origin = obs.origin
         on_entry = bool(origin and origin[2])
         if obs.tunnel == "added":
-            pattern = "C" if on_entry else detector.PATTERN_OF_EVENT.get(obs.event, "C")
+            pattern = "C" if on_entry else udp_tunnel.PATTERN_OF_EVENT.get(obs.event, "C")
             self.setter = _setter(obs.function, obs.event, pattern, "set", obs, obs.time_text)
         elif origin and self.setter is None and obs.tunnel != "set_by_enclosing":
             fn, age = origin[0], origin[1]
             ev = obs.event if fn == obs.function else DETECTOR_EVENT_OF.get(fn, "")
-            pattern = "C" if on_entry else detector.PATTERN_OF_EVENT.get(ev, "C")
+            pattern = "C" if on_entry else udp_tunnel.PATTERN_OF_EVENT.get(ev, "C")
             when = None
             if obs.t is not None and age is not None:
                 when = "%s - %dus" % (obs.time_text, age)

@@ -18,6 +18,7 @@ from helpers import FixedClock, make_event, to_bytes
 from skbtrace.output import clock as clock_mod, fastpath, record
 from skbtrace.kernel import decoder, event, gso, hooks
 from skbtrace import detector
+from skbtrace.output import detector_formatter
 from skbtrace.live import runner
 from skbtrace.output.formatter import Formatter
 from skbtrace.output.sink import ReaderGone, Sink
@@ -165,7 +166,7 @@ def test_handler_is_none_where_the_fast_path_does_not_apply():
     assert MyTool(None, None).handler(Formatter(FixedClock(), gso.DEFAULT), by_id, st) is None
     det = detector.Detector(None, None)
     assert det.handler(Formatter(FixedClock(), gso.DEFAULT), by_id, st) is None
-    assert det.handler(detector.DetectorFormatter(FixedClock(), gso.DEFAULT), by_id, st) is not None
+    assert det.handler(detector_formatter.DetectorFormatter(FixedClock(), gso.DEFAULT), by_id, st) is not None
 
 
 # --- the run loop, with the fake bcc: what the tools write ------------------------

@@ -9,7 +9,7 @@ import pytest
 
 from helpers import fake_flight_system
 from skbtrace.kernel import event, flightrec, gso, hooks
-from skbtrace.detector import DetectorFormatter
+from skbtrace.output.detector_formatter import DetectorFormatter
 from skbtrace.output.formatter import Formatter
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "consoles")

@@ -11,7 +11,7 @@ import pytest
 
 from skbtrace.kernel import flightrec, gso
 from skbtrace.postmortem import sources as src
-from skbtrace.detector import DetectorFormatter
+from skbtrace.output.detector_formatter import DetectorFormatter
 from skbtrace.output.formatter import Formatter
 from skbtrace.postmortem.cli import _TimeClock, json_record
 

@@ -9,6 +9,7 @@ import pytest
 
 from helpers import fake_flight_system, ip4, make_event, to_bytes
 from skbtrace import detector
+from skbtrace.kernel import udp_tunnel
 from skbtrace.kernel import event, hooks
 from skbtrace.live.stats import WATCHER_EVENTS
 
@@ -43,9 +44,9 @@ def test_enums_follow_the_code(schema):
     assert d["watcher_event"]["properties"]["event"]["enum"] == WATCHER_EVENTS
     assert d["detector_event"]["properties"]["event"]["enum"] == detector.DETECTOR_EVENTS
     assert d["detector_event"]["properties"]["tunnel_change"]["enum"] == [
-        detector.ADDED, detector.ADDED_NESTED, detector.BY_ENCLOSING, detector.REMOVED, None]
+        udp_tunnel.ADDED, udp_tunnel.ADDED_NESTED, udp_tunnel.BY_ENCLOSING, udp_tunnel.REMOVED, None]
     pattern = d["statistics"]["properties"]["verdict"]["properties"]["setters"]["items"]
-    assert pattern["properties"]["pattern"]["enum"] == list(detector.PATTERNS)
+    assert pattern["properties"]["pattern"]["enum"] == list(udp_tunnel.PATTERNS)
 
 
 def watcher_script():
@@ -151,7 +152,7 @@ def test_detector_records(schema, fake, capsys, monkeypatch):
     events = objs[1:-1]
     assert set(o["event"] for o in events) == set(detector.DETECTOR_EVENTS) - set(["INCONSISTENT"])
     assert set(o["tunnel_change"] for o in events) == set(
-        [detector.ADDED, detector.ADDED_NESTED, detector.BY_ENCLOSING, detector.REMOVED, None])
+        [udp_tunnel.ADDED, udp_tunnel.ADDED_NESTED, udp_tunnel.BY_ENCLOSING, udp_tunnel.REMOVED, None])
     for o in objs:
         validate(schema, o)
 
