@@ -13,7 +13,7 @@ from skbtrace.kernel import flightrec, gso
 from skbtrace.postmortem import sources as src
 from skbtrace.output.detector_formatter import DetectorFormatter
 from skbtrace.output.formatter import Formatter
-from skbtrace.postmortem.cli import _TimeClock, json_record
+from skbtrace.postmortem.timeline import _TimeClock, json_record
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PM = os.path.join(HERE, "data", "postmortem")

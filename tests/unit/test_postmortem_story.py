@@ -12,7 +12,9 @@ import pytest
 from skbtrace.kernel import gso, hooks
 from skbtrace.postmortem import sources as src
 from skbtrace.postmortem import story
+from skbtrace.kernel.udp_tunnel import PATTERNS
 from skbtrace.postmortem import cli as postmortem
+from skbtrace.postmortem.run import Run, ordered
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PM = os.path.join(HERE, "data", "postmortem")
@@ -28,7 +30,7 @@ def observations(names, keep=lambda o: True):
         inp.prepare()
         src.sniff(inp)
         streams.append(o for o in src.Scanner(inp).observations() if keep(o))
-    return postmortem.ordered(streams)
+    return ordered(streams)
 
 
 def lives(names, keep=lambda o: True):
@@ -146,14 +148,14 @@ def test_decision_tree_rows_name_real_hooks():
     names = set(h.name for h in hooks.watcher_hooks())
     for fn in story.CLEARER_TREE:
         assert fn == "none" or fn in names
-    assert set(story.SETTER_TREE) == set(postmortem.PATTERNS)
+    assert set(story.SETTER_TREE) == set(PATTERNS)
     assert set(story.SEG_ORDER) <= names | set(h.name for h in hooks.detector_hooks())
 
 
 def run_of(names, *extra):
     args = postmortem.make_parser().parse_args([os.path.join(PM, n) for n in names] +
                                                list(extra))
-    r = postmortem.Run(args)
+    r = Run(args)
     r.read()
     r.pass1()
     return r
