@@ -12,7 +12,7 @@ from skbtrace import cli
 from skbtrace.errors import UserError
 from skbtrace.kernel import packet
 from skbtrace.output.sink import ReaderGone, Sink
-from skbtrace.postmortem.report import Output
+from skbtrace.postmortem.report import Report
 from skbtrace.postmortem.run import Run
 
 PROG = "skb_postmortem.py"
@@ -127,7 +127,7 @@ def _main(argv=None):
                 " of node %s" % args.node if args.node else ""))
         run.pass2()
         sink = Sink()
-        out = Output(run, sink)
+        out = Report(run, sink)
         out.header()
         counts = {}
         for life in run.picked:

@@ -1,24 +1,27 @@
-"""What skb_postmortem prints: the inputs, the clock, each packet's story,
-the table of packets by (UDP_TUNNEL setter, frag_list clearer); text or
---json records."""
-from skbtrace.kernel import event, flightrec, gso, packet, rules
-from skbtrace.kernel.udp_tunnel import PATTERNS
+"""What skb_postmortem prints: the inputs, the clock, each packet's story
+(its sections rendered by sections.py, its timeline by timeline.py), the
+table of packets by (UDP_TUNNEL setter, frag_list clearer); text or --json
+records."""
 from skbtrace.output import record
-from skbtrace.output.detector_formatter import DetectorFormatter
-from skbtrace.output.formatter import Formatter, ptr
 from skbtrace.postmortem import crashdump, story
-from skbtrace.postmortem import sources as src
 from skbtrace.postmortem.run import hms
-from skbtrace.postmortem.timeline import _TimeClock, json_record
+from skbtrace.postmortem.sections import (CrashPacketSection, FragListSection, SegmentSection,
+                                          UdpTunnelSection)
+from skbtrace.postmortem.timeline import Timeline
 
 TOOL = "skb_postmortem"
 
 
-class Output(object):
+class Report(object):
     def __init__(self, run, sink):
         self.run = run
         self.sink = sink
         self.json = run.args.json
+        self.timeline = Timeline(run)
+        self.udp_tunnel = UdpTunnelSection(run)
+        self.frag_list = FragListSection()
+        self.segment = SegmentSection(run)
+        self.crash_packet = CrashPacketSection()
 
     def write(self, line=""):
         self.sink.write(line)
@@ -26,86 +29,6 @@ class Output(object):
     def dump(self, d):
         d["tool"] = TOOL
         self.write(record.dumps(d))
-
-    # --- one timeline line per observation ------------------------------------------
-
-    def lines_of(self, obs):
-        """The observation as its tool printed it (text logs verbatim, JSON
-        and flight records through the tools' formatters)."""
-        if obs.kind == "log":
-            return list(obs.raw)
-        if obs.kind == "json":
-            clock = _TimeClock()
-            clock.text[int(obs.raw.get("ts_ns") or 0)] = obs.time_text
-            cls = DetectorFormatter if obs.tool == src.DETECTOR else Formatter
-            try:
-                return cls(clock, self.run.gso, tool=obs.tool).lines(
-                    json_record(obs.raw, obs.tool))
-            except (TypeError, ValueError, AttributeError, OverflowError):
-                return ["%s %s %s | 0x%016x | (JSON record, line %d)" % (
-                    obs.time_text, obs.event, obs.function, obs.skb, obs.line_no)]
-        if obs.kind == "flight":
-            cls = DetectorFormatter if obs.tool == src.DETECTOR else Formatter
-            rec = flightrec.to_record(obs.raw, src.HOOKS.get(obs.tool, {}))
-            line = cls(flightrec.UptimeClock(), self.run.gso, tool=obs.tool).lines(rec)[0]
-            notes = []
-            if obs.also is not None:
-                notes.append("the same event as input [%d] line %d" % obs.also)
-            elif obs.t is not None:
-                notes.append("%s on the logs' clock" % obs.time_text)
-            if obs.dump is not None:
-                notes.append("in the oops's ftrace dump")
-            return [line + ("   (flight record, %s)" % "; ".join(notes) if notes
-                            else "   (flight record)")]
-        if obs.kind == "crash":
-            return [self.crash_line(obs)]
-        return []
-
-    def crash_line(self, obs):
-        f = obs.raw
-        head = "crash> struct sk_buff 0x%x%s:" % (obs.skb, " (panic in %s)" % obs.function
-                                                  if obs.function else "")
-        marks = ["[%s]" % obs.severity] if obs.severity else []
-        if f.reason_names:
-            marks.append("reasons=%s" % ",".join(f.reason_names))
-        if f.undecided_names:
-            marks.append("undecided=%s" % ",".join(f.undecided_names))
-        return " ".join([head] + marks + ["; ".join(f.text)])
-
-    def gso_text(self, value):
-        if value is None:
-            return "?"
-        txt = "0x%x(%s)" % (value, self.run.gso.names(value))
-        dep = getattr(gso, "family_dependent", None)
-        if dep is not None and dep(value):
-            txt += "[named differently by kernel family]"
-        return txt
-
-    def state_text(self, gso_type, gso_size, length, data_len, nr_frags, frags_bytes, fl):
-        vals = [("gso_type", self.gso_text(gso_type) if gso_type is not None else None),
-                ("gso_size", gso_size), ("len", length), ("data_len", data_len),
-                ("nr_frags", nr_frags), ("frags_bytes", frags_bytes),
-                ("frag_list", ptr(fl) if fl is not None else None)]
-        return " ".join("%s=%s" % (k, v) for k, v in vals if v is not None)
-
-    def timeline(self, life):
-        items = list(life.obs or [])
-        items += [o for o in life.extra if o.also is None]
-        # the vmcore's state is the last word; records without a time on the
-        # logs' clock follow the logs, in their own clock's order
-        items.sort(key=lambda o: (o.kind == "crash", o.t is None,
-                                  o.t if o.t is not None else 0, o.ts_ns or 0, o.src,
-                                  o.line_no))
-        out = []
-        for o in items:
-            lines = self.lines_of(o)
-            dup = self.run.dup_of.get((o.src, o.line_no)) if o.kind in ("log", "json") else None
-            if dup is not None and lines:
-                lines[0] += "   (also a flight record: input [%d] line %d)" % (dup.src,
-                                                                              dup.line_no)
-            for i, l in enumerate(lines):
-                out.append(("  [%d] " % o.src if i == 0 else "      ") + l)
-        return out, items
 
     # --- a packet's story --------------------------------------------------------------
 
@@ -120,27 +43,27 @@ class Output(object):
         span = ""
         if life.first_time:
             span = " (%s - %s)" % (life.first_time, life.last_time)
-        setter = self.setter_text(life)
-        frag = self.frag_text(life)
-        seg = self.segment_text(life)
+        setter = self.udp_tunnel.text(life)
+        frag = self.frag_list.text(life)
+        seg = self.segment.lines(life)
         flows = [(f or "outer not parsed") + (", inner %s" % i if i else "")
                  for f, i in life.flows]
-        tl, items = self.timeline(life)
-        headers = self.headers(life)
+        tl, items = self.timeline.lines(life)
+        headers = self.crash_packet.lines(life)
         if self.json:
             d = {"type": "postmortem_skb", "skb": "0x%x" % life.addr,
                  "node": {"host": life.node[0], "boot_id": life.node[1]} if life.node else None,
                  "packet": None if life.flight_only else life.idx + 1,
                  "packets_at_address": n_at_address, "first_time": life.first_time,
                  "last_time": life.last_time, "picked_because": list(life.why),
-                 "udp_tunnel": self.setter_dict(life), "frag_list": self.frag_dict(life),
-                 "skb_segment": self.segment_dict(life), "flows": [
+                 "udp_tunnel": self.udp_tunnel.to_dict(life), "frag_list": self.frag_list.to_dict(life),
+                 "skb_segment": self.segment.to_dict(life), "flows": [
                      {"flow": f, "inner_flow": i} for f, i in life.flows],
                  "oops": life.oops.to_dict() if life.oops else None,
                  "crash": life.crash[2].raw.as_dict() if life.crash else None,
                  "advice": story.advice(life),
                  "setter": life.setter_label(), "clearer": life.clearer_label(),
-                 "timeline": [self.obs_dict(o) for o in items]}
+                 "timeline": [self.timeline.obs_dict(o) for o in items]}
             self.dump(d)
             return
         w = self.write
@@ -175,140 +98,6 @@ class Output(object):
         for l in tl:
             w(l)
         w("")
-
-    def setter_text(self, life):
-        s = life.setter
-        if s is None:
-            if life.tunnel_first is not None:
-                o = life.tunnel_first
-                return "set (first seen at %s %s [%d]), but no detector record names the " \
-                       "setter%s" % (o.time_text, o.function, o.src, self.lost_note())
-            return "not set on this packet, as far as the inputs show"
-        o = s["obs"]
-        ev = s["event"]
-        pat = s["pattern"]
-        cls = PATTERNS[pat][1] if pat in PATTERNS else ""
-        if s["how"] == "set":
-            return "set by %s at %s (%s; pattern %s: %s) [%d]" % (
-                s["function"], s["when"], ev, pat, cls, o.src)
-        if s["how"] == "origin":
-            return "set by %s%s (named by %s's origin=; pattern %s: %s) [%d]" % (
-                s["function"], " at %s" % s["when"] if s["when"] else "", o.function, pat,
-                cls, o.src)
-        return "already set when the detector first saw it (%s at %s; pattern C) [%d]" % (
-            o.function, o.time_text, o.src)
-
-    def lost_note(self):
-        lost = sum(n for inp in self.run.inputs for t, n in inp.lost.items()
-                   if t in (src.DETECTOR, "?"))
-        return "; the detector lost %d events" % lost if lost else ""
-
-    def frag_text(self, life):
-        parts = []
-        for c in life.created:
-            parts.append("created by %s at %s (%s) [%d]" % (c.function, c.time_text,
-                                                            ptr(c.fl_after), c.src))
-        chain = life.clear_chain()
-        if chain and life.clears:
-            first = [c for c in life.clears if c.function == chain[0]][-1]
-            verb = "cleared" if first.event == "CLEAR" else "changed"
-            parts.append("%s by %s at %s (%s -> %s) [%d]" % (
-                verb, " in ".join(chain), first.time_text, ptr(first.fl_before),
-                ptr(first.fl_after), first.src))
-        last = life.segment_last()
-        if not parts:
-            if chain:
-                parts.append("no CLEAR recorded, but gso_type has FRAGLIST and the list is "
-                             "gone: cleared by %s, the last change before %s" % (
-                                 chain[0], life.segment["site"]))
-            elif life.watcher_seen:
-                parts.append(FRAG_LIST_NONE.get(life.clearer_label(), life.clearer_label()))
-            elif life.segment is not None and life.segment.get("frag_list") is not None:
-                parts.append("no watcher log lines for this packet; frag_list=%s at %s" % (
-                    ptr(life.segment["frag_list"]), life.segment["site"]))
-            else:
-                parts.append(FRAG_LIST_NONE.get(life.clearer_label(), life.clearer_label()))
-        if last and life.clears or last and not chain:
-            parts.append("last change before %s: %s%s%s (the watcher's last=)" % (
-                life.segment["site"], last[0], ", %d us before" % last[1]
-                if last[1] is not None else "", ", with another skb->head" if last[2] else ""))
-        return "; ".join(parts)
-
-    def segment_text(self, life):
-        s = life.segment
-        if s is None:
-            return ["not seen at skb_segment"]
-        first = s["first"]
-        sev = s.get("severity")
-        line = "%s%s at %s%s: %s" % ("[%s] " % sev if sev else "", s["site"],
-                                     first.time_text, " (inside skb_udp_tunnel_segment)"
-                                     if s.get("in_tnl") else "",
-                                     self.state_text(s.get("gso_type"), s.get("gso_size"),
-                                                     s.get("length"), s.get("data_len"),
-                                                     s.get("nr_frags"), s.get("frags_bytes"),
-                                                     s.get("frag_list")))
-        srcs = sorted(set("[%d]" % o.src for o in s["seen_by"]))
-        out = [line + " " + " ".join(srcs)]
-        out += story.reason_text(story.reasons_sorted(s.get("reasons", ())))
-        if sev == "WARNING":
-            out.append(rules.SEVERITY_TEXT[event.SEV_WARNING])
-        elif sev == "CRITICAL":
-            out.append(rules.SEVERITY_TEXT[event.SEV_CRITICAL])
-        return out
-
-    def headers(self, life):
-        """The packet as crash's rd -8 bytes of this skb show it, and what
-        the crash reader noted (the family, the crash site, what to read)."""
-        if life.crash is None:
-            return []
-        f = life.crash[2].raw
-        out = ["packet: %s" % packet.summary(f.layers)] if f.layers else []
-        if f.packet is not None:
-            out.append("pcap: %d bytes from the head (%s)" % (
-                len(f.packet.data), "; ".join(f.packet.notes) or "as on the wire"))
-        return out + list(f.notes)
-
-    # --- JSON pieces ----------------------------------------------------------------------
-
-    def obs_dict(self, o):
-        return {"input": o.src, "line": o.line_no, "kind": o.kind, "tool": o.tool,
-                "time": o.time_text, "event": o.event, "function": o.function,
-                "severity": o.severity, "reasons": list(o.reasons),
-                "text": self.lines_of(o)[0] if self.lines_of(o) else None,
-                "also_flight_record": [self.run.dup_of[(o.src, o.line_no)].src,
-                                       self.run.dup_of[(o.src, o.line_no)].line_no]
-                if (o.src, o.line_no) in self.run.dup_of and o.kind != "flight" else None}
-
-    def setter_dict(self, life):
-        s = life.setter
-        if s is None:
-            return {"set": life.tunnel_first is not None, "function": None, "pattern": None,
-                    "how": None}
-        return {"set": True, "function": s["function"], "event": s["event"],
-                "pattern": s["pattern"], "how": s["how"], "time": s["when"],
-                "input": s["obs"].src, "line": s["obs"].line_no}
-
-    def frag_dict(self, life):
-        return {"created": [{"function": c.function, "time": c.time_text,
-                             "frag_list": ptr(c.fl_after)} for c in life.created],
-                "cleared_by": life.clear_chain(),
-                "changes": [{"event": c.event, "function": c.function, "time": c.time_text,
-                             "before": ptr(c.fl_before), "after": ptr(c.fl_after),
-                             "input": c.src, "line": c.line_no} for c in life.clears],
-                "clearer": life.clearer_label()}
-
-    def segment_dict(self, life):
-        s = life.segment
-        if s is None:
-            return None
-        out = dict((k, s.get(k)) for k in ("site", "gso_type", "gso_size", "length",
-                                           "data_len", "nr_frags", "frags_bytes",
-                                           "frag_list", "in_tnl", "severity"))
-        out["gso_type_names"] = self.run.gso.names(s["gso_type"]) \
-            if s.get("gso_type") is not None else None
-        out["time"] = s["first"].time_text
-        out["reasons"] = story.reasons_sorted(s.get("reasons", ()))
-        return out
 
     # --- the whole report ---------------------------------------------------------------------
 
@@ -345,16 +134,16 @@ class Output(object):
             self.crash_session(inp, session)
         if self.json:
             self.dump({"type": "postmortem_clock", "flight_records": len(run.flights),
-                       "anchors": run.anchors, "offset_s": run.offset,
-                       "spread_ms": run.spread * 1e3 if run.spread is not None else None,
+                       "anchors": run.clock.anchors, "offset_s": run.clock.offset,
+                       "spread_ms": run.clock.spread * 1e3 if run.clock.spread is not None else None,
                        "gso_names": run.gso.source, "kernel": run.release})
             return
         if run.flights:
-            if run.offset is not None:
+            if run.clock.offset is not None:
                 self.write("clock: %d flight records; %d also in the logs tie ftrace's clock "
                            "to the logs' (ftrace 0 = %s, spread %.3f ms)" % (
-                               len(run.flights), run.anchors, hms(run.offset),
-                               run.spread * 1e3))
+                               len(run.flights), run.clock.anchors, hms(run.clock.offset),
+                               run.clock.spread * 1e3))
             else:
                 self.write("clock: %d flight records on ftrace's clock, none also in a log: "
                            "each joins the last packet of its skb" % len(run.flights))
@@ -426,11 +215,3 @@ class Output(object):
             self.write("%7d  %-*s  %s" % (n, ws, setter, clearer))
             if adv:
                 self.write("%7s  -> %s" % ("", adv))
-
-
-FRAG_LIST_NONE = {
-    "none (no frag_list seen)": "no frag_list on this packet as far as the watcher saw (never "
-                                "created, nothing cleared)",
-    "not traced (no watcher record)": "no watcher record of this packet",
-    "kept (frag_list present)": "a frag_list, never cleared",
-}

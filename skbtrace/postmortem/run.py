@@ -39,6 +39,66 @@ def ordered(streams):
         yield heapq.heappop(heap)[3]
 
 
+class FlightClock(object):
+    """Flight records carry ftrace's clock (seconds since boot); the logs carry
+    wall-clock time. Records found in a log too tie the two: the offsets that
+    agree within ANCHOR_WINDOW_S win, and every other record is placed by it."""
+
+    def __init__(self):
+        self.offset = None          # logs' clock - ftrace clock, seconds
+        self.anchors = 0
+        self.spread = None
+        self.slack = ANCHOR_WINDOW_S
+        self.dup_of = {}            # (src, line) of a logged event -> flight Observation
+
+    def anchor(self, cands):
+        if not cands:
+            return
+        offs = sorted(c[0] for c in cands)
+        best = (0, 0)
+        j = 0
+        for i in range(len(offs)):
+            while offs[i] - offs[j] > ANCHOR_WINDOW_S:
+                j += 1
+            if i - j + 1 > best[1] - best[0]:
+                best = (j, i + 1)
+        win = offs[best[0]:best[1]]
+        center = win[len(win) // 2]
+        self.offset = center
+        self.spread = (win[-1] - win[0]) if win else None
+        chosen = {}
+        for off, fr, obs, life in cands:
+            d = abs(off - center)
+            if d <= ANCHOR_WINDOW_S and (id(fr) not in chosen or d < chosen[id(fr)][0]):
+                chosen[id(fr)] = (d, fr, obs, life)
+        self.anchors = len(chosen)
+        self.slack = max(0.0002, 2 * self.spread)
+        for _d, fr, obs, life in chosen.values():
+            fr.also = (obs.src, obs.line_no)
+            fr.t = fr.ts_ns / 1e9 + center
+            self.dup_of[(obs.src, obs.line_no)] = fr
+            life.extra.append(fr)
+
+    def to_logs(self, fr):
+        """A flight record's time on the logs' clock, when there is a tie."""
+        if self.offset is not None and fr.ts_ns:
+            fr.t = fr.ts_ns / 1e9 + self.offset
+            fr.time_text = "~" + hms(fr.t)
+
+    def locate(self, lives, fr):
+        """(the packet fr belongs to or follows, whether fr is inside its span)"""
+        if not lives:
+            return None, False
+        if fr.t is None:
+            return lives[-1], False
+        timed = [l for l in lives if l.first_t is not None]
+        for l in timed:
+            if l.first_t - self.slack <= fr.t <= l.last_t + self.slack:
+                return l, True
+        before = [l for l in timed if l.last_t < fr.t]
+        return (before[-1] if before else None), False
+
+
 class Run(object):
     """One skb_postmortem run: inputs, the two passes, the placement of
     flight records and crash states, the selection."""
@@ -52,17 +112,13 @@ class Run(object):
         self.crash_obs = []
         self.release = args.kernel
         self.default_node = None
-        self.offset = None          # logs' clock - ftrace clock, seconds
-        self.anchors = 0
-        self.spread = None
+        self.clock = FlightClock()  # ftrace's clock -> the logs'
         self.table = story.Table()
         self.lives = 0
         self.addresses = 0
         self.picked = []
         self.pick_note = ""
-        self.dup_of = {}            # (src, line) of a logged event -> flight Observation
         self.gso = gso.DEFAULT
-        self.slack = ANCHOR_WINDOW_S
         self.kept = 0               # observations of the node asked for (--node)
         self.hosts = set()          # the other hosts seen
 
@@ -172,7 +228,7 @@ class Run(object):
         self.addresses = len(tracker.count)
         for inp, sc in zip(self.tool_inputs, self._scanners):
             self._kernel(inp, sc.kernel, self.kernel_seen)
-        self._anchor(cands)
+        self.clock.anchor(cands)
         self._place()
         self._select()
 
@@ -181,34 +237,6 @@ class Run(object):
             return                  # counted after flight records and crash states joined
         self.table.add(life)
         self.selector.offer(life)
-
-    def _anchor(self, cands):
-        if not cands:
-            return
-        offs = sorted(c[0] for c in cands)
-        best = (0, 0)
-        j = 0
-        for i in range(len(offs)):
-            while offs[i] - offs[j] > ANCHOR_WINDOW_S:
-                j += 1
-            if i - j + 1 > best[1] - best[0]:
-                best = (j, i + 1)
-        win = offs[best[0]:best[1]]
-        center = win[len(win) // 2]
-        self.offset = center
-        self.spread = (win[-1] - win[0]) if win else None
-        chosen = {}
-        for off, fr, obs, life in cands:
-            d = abs(off - center)
-            if d <= ANCHOR_WINDOW_S and (id(fr) not in chosen or d < chosen[id(fr)][0]):
-                chosen[id(fr)] = (d, fr, obs, life)
-        self.anchors = len(chosen)
-        self.slack = max(0.0002, 2 * self.spread)
-        for _d, fr, obs, life in chosen.values():
-            fr.also = (obs.src, obs.line_no)
-            fr.t = fr.ts_ns / 1e9 + center
-            self.dup_of[(obs.src, obs.line_no)] = fr
-            life.extra.append(fr)
 
     # --- flight records and crash states among the packets -----------------------------
 
@@ -230,11 +258,9 @@ class Run(object):
         for fr in sorted(self.flights, key=lambda o: (o.ts_ns or 0, o.src, o.line_no)):
             if fr.also is not None:
                 continue
-            if self.offset is not None and fr.ts_ns:
-                fr.t = fr.ts_ns / 1e9 + self.offset
-                fr.time_text = "~" + hms(fr.t)
+            self.clock.to_logs(fr)
             key = (fr.node, fr.skb)
-            life, inside = self._locate(self._lives_of(key), fr)
+            life, inside = self.clock.locate(self._lives_of(key), fr)
             # inside a packet's time span it is that packet's, whatever the
             # stage the packet reached later; after it, the cut rule decides
             if life is None or (not inside and story.cuts(life, fr)):
@@ -271,19 +297,6 @@ class Run(object):
                 self.selector.offer(life)
         self.lives += sum(len(v) for v in self._fr_lives.values())
         self.addresses = len(set(self.tracker.count) | set(self._fr_lives))
-
-    def _locate(self, lives, fr):
-        """(the packet fr belongs to or follows, whether fr is inside its span)"""
-        if not lives:
-            return None, False
-        if fr.t is None:
-            return lives[-1], False
-        timed = [l for l in lives if l.first_t is not None]
-        for l in timed:
-            if l.first_t - self.slack <= fr.t <= l.last_t + self.slack:
-                return l, True
-        before = [l for l in timed if l.last_t < fr.t]
-        return (before[-1] if before else None), False
 
     def _select(self):
         sel = self.selector

@@ -1,7 +1,9 @@
 """A packet's timeline: every observation printed as its tool printed it
 (text log lines verbatim; --json records and flight records through the
 tools' own formatters, rebuilt as the decoder's Records)."""
-from skbtrace.kernel import decoder, event
+from skbtrace.kernel import decoder, event, flightrec
+from skbtrace.output.detector_formatter import DetectorFormatter
+from skbtrace.output.formatter import Formatter
 from skbtrace.postmortem import sources as src
 
 
@@ -88,3 +90,81 @@ def json_record(d, tool):
                 r.last_age_us = age
                 e.last_ts_ns = max(1, e.ts_ns - int(age * 1000))
     return r
+
+
+class Timeline(object):
+    """A packet's observations in time order, each as its tool printed it."""
+
+    def __init__(self, run):
+        self.run = run
+
+    def lines_of(self, obs):
+        """The observation as its tool printed it (text logs verbatim, JSON
+        and flight records through the tools' formatters)."""
+        if obs.kind == "log":
+            return list(obs.raw)
+        if obs.kind == "json":
+            clock = _TimeClock()
+            clock.text[int(obs.raw.get("ts_ns") or 0)] = obs.time_text
+            cls = DetectorFormatter if obs.tool == src.DETECTOR else Formatter
+            try:
+                return cls(clock, self.run.gso, tool=obs.tool).lines(
+                    json_record(obs.raw, obs.tool))
+            except (TypeError, ValueError, AttributeError, OverflowError):
+                return ["%s %s %s | 0x%016x | (JSON record, line %d)" % (
+                    obs.time_text, obs.event, obs.function, obs.skb, obs.line_no)]
+        if obs.kind == "flight":
+            cls = DetectorFormatter if obs.tool == src.DETECTOR else Formatter
+            rec = flightrec.to_record(obs.raw, src.HOOKS.get(obs.tool, {}))
+            line = cls(flightrec.UptimeClock(), self.run.gso, tool=obs.tool).lines(rec)[0]
+            notes = []
+            if obs.also is not None:
+                notes.append("the same event as input [%d] line %d" % obs.also)
+            elif obs.t is not None:
+                notes.append("%s on the logs' clock" % obs.time_text)
+            if obs.dump is not None:
+                notes.append("in the oops's ftrace dump")
+            return [line + ("   (flight record, %s)" % "; ".join(notes) if notes
+                            else "   (flight record)")]
+        if obs.kind == "crash":
+            return [self.crash_line(obs)]
+        return []
+
+    def crash_line(self, obs):
+        f = obs.raw
+        head = "crash> struct sk_buff 0x%x%s:" % (obs.skb, " (panic in %s)" % obs.function
+                                                  if obs.function else "")
+        marks = ["[%s]" % obs.severity] if obs.severity else []
+        if f.reason_names:
+            marks.append("reasons=%s" % ",".join(f.reason_names))
+        if f.undecided_names:
+            marks.append("undecided=%s" % ",".join(f.undecided_names))
+        return " ".join([head] + marks + ["; ".join(f.text)])
+
+    def lines(self, life):
+        items = list(life.obs or [])
+        items += [o for o in life.extra if o.also is None]
+        # the vmcore's state is the last word; records without a time on the
+        # logs' clock follow the logs, in their own clock's order
+        items.sort(key=lambda o: (o.kind == "crash", o.t is None,
+                                  o.t if o.t is not None else 0, o.ts_ns or 0, o.src,
+                                  o.line_no))
+        out = []
+        for o in items:
+            lines = self.lines_of(o)
+            dup = self.run.clock.dup_of.get((o.src, o.line_no)) if o.kind in ("log", "json") else None
+            if dup is not None and lines:
+                lines[0] += "   (also a flight record: input [%d] line %d)" % (dup.src,
+                                                                              dup.line_no)
+            for i, l in enumerate(lines):
+                out.append(("  [%d] " % o.src if i == 0 else "      ") + l)
+        return out, items
+
+    def obs_dict(self, o):
+        return {"input": o.src, "line": o.line_no, "kind": o.kind, "tool": o.tool,
+                "time": o.time_text, "event": o.event, "function": o.function,
+                "severity": o.severity, "reasons": list(o.reasons),
+                "text": self.lines_of(o)[0] if self.lines_of(o) else None,
+                "also_flight_record": [self.run.clock.dup_of[(o.src, o.line_no)].src,
+                                       self.run.clock.dup_of[(o.src, o.line_no)].line_no]
+                if (o.src, o.line_no) in self.run.clock.dup_of and o.kind != "flight" else None}

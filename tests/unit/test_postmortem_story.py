@@ -163,9 +163,9 @@ def run_of(names, *extra):
 
 def test_flight_records_tie_to_the_logs_clock():
     r = run_of(TEXT + ["6.1-calico-trace.txt"])
-    assert r.anchors >= 8 and r.spread < 0.001
+    assert r.clock.anchors >= 8 and r.clock.spread < 0.001
     tied = [f for f in r.flights if f.also is not None]
-    assert len(tied) == r.anchors
+    assert len(tied) == r.clock.anchors
     for f in r.flights:
         assert f.t is not None          # every record now has a time on the logs' clock
     # the others fall inside a logged packet of their skb (the detector lost
