@@ -4,7 +4,7 @@ import signal
 import time
 
 from skbtrace.kernel import btf, event, flightrec, gso as gso_mod, hooks as hooks_mod
-from skbtrace.live import loader
+from skbtrace.live import flight_recorder, loader
 from skbtrace.output import record
 from skbtrace.output.clock import Clock, monotonic_ns
 from skbtrace.kernel.decoder import Decoder
@@ -59,7 +59,7 @@ class Tool(object):
                  "#define NR_STAGES %d" % max(1, len(self.stages)),
                  "#define RINGBUF_PAGES %d" % self.ring_pages]
         lines += ["#define STAGE_%s %d" % (n.upper(), i) for i, n in enumerate(self.stages)]
-        lines.append("#define FLIGHT_RECORDER %d" % flightrec.MODES.get(
+        lines.append("#define FLIGHT_RECORDER %d" % flight_recorder.MODES.get(
             getattr(self.args, "flight_recorder", None), event.FR_OFF))
         lines += self.gso.c_defines()
         lines += self.filters.c_defines()
@@ -148,7 +148,7 @@ def run(tool, formatter_cls=Formatter, stats=None):
         record.identity()       # host and boot id as they are at start
     recorder = None
     if args.flight_recorder:
-        recorder = flightrec.Recorder(args.flight_recorder, loader.tracefs_dir())
+        recorder = flight_recorder.Recorder(args.flight_recorder, loader.tracefs_dir())
         recorder.check()
     tool.ring_pages = choose_buffer(args, bcc, tool.kernel_btf)
     loader.resolve_hooks(bcc.BPF, tool.hooks)

@@ -24,7 +24,7 @@ def make_event(**kw):
 def fake_flight_system(tmp_path, monkeypatch, tracing_on="0", sysctl=True):
     """A kernel.ftrace_dump_on_oops file and a tracefs of our own for the
     flight recorder; returns (sysctl path, tracefs path)."""
-    from skbtrace.kernel import flightrec
+    from skbtrace.live import flight_recorder
     from skbtrace.live import loader
     path = tmp_path / "ftrace_dump_on_oops"
     if sysctl:
@@ -33,8 +33,8 @@ def fake_flight_system(tmp_path, monkeypatch, tracing_on="0", sysctl=True):
     tracefs.mkdir()
     (tracefs / "trace").write_text("")
     (tracefs / "tracing_on").write_text(tracing_on + "\n")
-    monkeypatch.setattr(flightrec, "SYSCTL", str(path))
-    monkeypatch.setattr(flightrec, "STATE_DIR", str(tmp_path / "run"))
+    monkeypatch.setattr(flight_recorder, "SYSCTL", str(path))
+    monkeypatch.setattr(flight_recorder, "STATE_DIR", str(tmp_path / "run"))
     monkeypatch.setattr(loader, "tracefs_dir", lambda: str(tracefs))
     return path, tracefs
 

@@ -126,17 +126,17 @@ def test_short_stack_record_is_a_decode_error(fake, capsys):
 
 
 def test_flight_recorder_arms_names_and_restores(fake, capsys, tmp_path, monkeypatch):
-    from skbtrace.kernel import flightrec
+    from skbtrace.live import flight_recorder
     sysctl, _tracefs = fake_flight_system(tmp_path, monkeypatch, tracing_on="1")
     seen = []
-    real = flightrec.Recorder
+    real = flight_recorder.Recorder
 
     class Spy(real):
         def arm(self):
             lines = real.arm(self)
             seen.append(sysctl.read_text())
             return lines
-    monkeypatch.setattr(flightrec, "Recorder", Spy)
+    monkeypatch.setattr(flight_recorder, "Recorder", Spy)
     fake.BPF.percpu = {("counters", event.CNT_FR_WRITTEN): [1, 0],
                        ("counters", event.CNT_FR_SUPPRESSED): [0, 3]}
     fake.BPF.script = [[to_bytes(make_event(event=event.EV_INCONSISTENT, hook_id=ID["skb_segment"],
