@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Launcher: runs from a clone (`python3 skb_postmortem.py FILE...`) or as the
-installed console script. The code lives in skbtrace/postmortem.py."""
+installed console script. The code lives in skbtrace/postmortem/cli.py."""
 import os
 import sys
 

@@ -1,7 +1,7 @@
 """What each consistency rule means, for the output and the docs.
 
 The rules themselves run in the kernel (eval_rules() in bpf/skb_common.h);
-the bit values come from bpf/skb_event.h through skbtrace.event. evaluate()
+the bit values come from bpf/skb_event.h through skbtrace.kernel.event. evaluate()
 below mirrors them in Python for states read from a vmcore.
 """
 from skbtrace.kernel import event, gso

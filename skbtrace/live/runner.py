@@ -268,7 +268,7 @@ def _trace(tool, program, formatter_cls, stats, sink, clock, recorder, rotate):
     stats.stacks = bool(args.stack_trace)
     stats.flight_recorder = args.flight_recorder
     stats.buffer = formatter.buffer = "ring" if tool.ring_pages else "perf"
-    # bytes -> the event's lines in one call (skbtrace/fastpath.py), written
+    # bytes -> the event's lines in one call (skbtrace/output/fastpath.py), written
     # at once; None: Decoder, Stats.add(), on_record() and Formatter.lines()
     handle = tool.handler(formatter, decoder.by_id, stats,
                           program.symbols if args.stack_trace else None)

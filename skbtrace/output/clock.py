@@ -51,7 +51,7 @@ class Clock(object):
 
     def json_time(self, ts_ns):
         """iso() as json.dumps() writes it, in bytes: the --json fast path's
-        "time" (skbtrace/fastpath.py), without a str in between."""
+        "time" (skbtrace/output/fastpath.py), without a str in between."""
         t = ts_ns / 1e9 + self.offset
         secs = int(t)
         cached_secs, head, zone = self._json

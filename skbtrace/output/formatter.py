@@ -33,7 +33,7 @@ class Formatter(object):
         self.buffer = "perf"        # the event buffer, "perf" or "ring", for [LOST n] lines
 
     def handler(self, hooks_by_id, stats, symbols=None):
-        """The runner's fast path (skbtrace/fastpath.py): perf-buffer bytes
+        """The runner's fast path (skbtrace/output/fastpath.py): perf-buffer bytes
         -> the event's lines as lines() writes them, each ending in a
         newline, counted in stats. None for a subclass the fast path does not
         know: the runner then goes through Decoder, Stats.add() and lines()."""

@@ -304,7 +304,7 @@ def _setter(function, ev, pattern, how, obs, when):
 # Seed 000's "Root Cause Decision Tree", condensed to one row per branch;
 # the branches it lacks come from seed 004 (Calico #11424: a BPF program's
 # bpf_skb_adjust_room sets the bit, its bpf_skb_pull_data empties frag_list)
-# and the detector's patterns (skbtrace.detector.PATTERNS: A-E).
+# and the detector's patterns (skbtrace.kernel.udp_tunnel.PATTERNS: A-E).
 SETTER_TREE = OrderedDict([
     ("A", "virtio GSO type conversion: check drivers/net/virtio_net.c receive_buf() and the "
           "host's virtio header (seed 000)"),

@@ -12,7 +12,7 @@ system), which another job on the machine disturbs far less than wall time;
 - reference: Decoder -> Stats.add() -> Formatter.lines() -> one write per
   line to /dev/null, unflushed: what the tools did before the fast path, and
   what the post-mortem tool still uses;
-- fast: the runner's path (Formatter.handler(), skbtrace/fastpath.py), the
+- fast: the runner's path (Formatter.handler(), skbtrace/output/fastpath.py), the
   event's lines written at once to /dev/null, unflushed: comparable with the
   reference column;
 - tool: the fast path as the tools run it, from the address bcc's callback

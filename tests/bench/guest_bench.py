@@ -222,7 +222,7 @@ class Source(object):
         self.gen = subprocess.Popen([sys.executable, "-c", GENERATOR, str(rate), str(seconds)],
                                     stdin=subprocess.PIPE)
         # a ring buffer as large as the perf buffers together, as the tools
-        # size it (skbtrace.loader.ring_pages)
+        # size it (skbtrace.live.loader.ring_pages)
         self.ring_pages = loader.ring_pages(page_cnt) if ring else 0
         text = SOURCE.replace("GEN_PID", str(self.gen.pid))
         text = "#define RINGBUF_PAGES %d\n" % self.ring_pages + text
@@ -292,7 +292,7 @@ def consume(src, callback):
 def pipeline(kind):
     """The tools' own path as they run it: the record's copy
     (loader.Program.open()), the fast path (Formatter.handler(),
-    skbtrace/fastpath.py) and one write(2) per event (Sink)."""
+    skbtrace/output/fastpath.py) and one write(2) per event (Sink)."""
     hs = hooks.watcher_hooks()
     st = Stats(hs, WATCHER_EVENTS)
     fmt = formatter.Formatter(Clock(), gso.DEFAULT, verbose=kind == "verbose",

@@ -129,7 +129,7 @@ class Module(object):
 
 
 def install(monkeypatch=None):
-    """Make skbtrace.loader.preflight() return this fake."""
+    """Make skbtrace.live.loader.preflight() return this fake."""
     from skbtrace.live import loader
     mod = Module()
     def scan(patterns):

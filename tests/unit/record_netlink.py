@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Record (or check live) what skbtrace/static_check.py reads from netlink,
+"""Record (or check live) what skbtrace/live/static_check.py reads from netlink,
 in a throw-away network namespace holding one setup. Needs root; uses only
 198.18.0.0/15 addresses and sends no traffic; the namespace is deleted at the
 end, also on errors.

@@ -1,4 +1,4 @@
-"""skbtrace.crashdump on real `crash` output: the lab's 6.1 session (Debian
+"""skbtrace.postmortem.crashdump on real `crash` output: the lab's 6.1 session (Debian
 crash 8.0.2 over a QEMU dump of a guest that panicked in skb_segment+588,
 with `rd -8` of the skb's whole head buffer), its console, and the blocks the
 users quoted from their RHEL 8 vmcore (tests/unit/data/postmortem/seeds/,

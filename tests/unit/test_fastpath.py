@@ -1,4 +1,4 @@
-"""The runner's fast path (skbtrace/fastpath.py) against the reference path
+"""The runner's fast path (skbtrace/output/fastpath.py) against the reference path
 (Decoder -> Stats.add() -> Verdict.add() -> Formatter.lines()), on generated
 events of every kind (tests/unit/fastpath_cases.py), for both tools, every
 output mode, with and without --stack-trace: the same bytes per event, the

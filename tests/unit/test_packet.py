@@ -1,4 +1,4 @@
-"""skbtrace.packet: decode an skb's head by its offsets, write pcap.
+"""skbtrace.kernel.packet: decode an skb's head by its offsets, write pcap.
 
 The packet bytes are made by scapy (Debian python3-scapy) from the lab's real
 flow (the watcher's JSON log of the Calico run: outer 198.18.1.1:40000 ->
