@@ -86,6 +86,8 @@ def headers_present(release):
 
 
 def import_bcc():
+    # lazy on purpose: --ebpf, --static-only, the post-mortem and the unit
+    # tests run where bcc is not installed
     try:
         import bcc
         from bcc import BPF  # noqa: F401
@@ -260,7 +262,6 @@ class ModuleWatch(object):
     INTERVAL_S = 5.0
 
     def __init__(self, hooks, clock=None):
-        import time
         self.clock = clock or time.monotonic
         self.waiting = {}       # module -> hook names
         for h in hooks:
@@ -441,7 +442,7 @@ class Program(object):
 
     def _program_names(self):
         try:
-            from bcc.libbcc import lib
+            from bcc.libbcc import lib     # lazy: bcc only where a program runs
             mod = self.bpf.module
             return set(lib.bpf_function_name(mod, i) for i in range(lib.bpf_num_functions(mod)))
         except Exception:

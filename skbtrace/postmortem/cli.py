@@ -8,6 +8,8 @@ memory bounded (docs/skb_postmortem.md, OVERHEAD): the first cuts every
 address's observations into packets and keeps a summary per packet, the
 second keeps the observations of the packets it tells.
 """
+import argparse
+
 from skbtrace import cli
 from skbtrace.errors import UserError
 from skbtrace.kernel import packet
@@ -47,7 +49,6 @@ class NotFound(UserError):
 
 
 def make_parser(prog=PROG):
-    import argparse
     p = cli.Parser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES,
                    formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_version(p)
@@ -77,7 +78,6 @@ def make_parser(prog=PROG):
 
 
 def parse_addr(text):
-    import argparse
     t = text.lower()
     if t.startswith("0x"):
         t = t[2:]
@@ -91,7 +91,6 @@ def parse_addr(text):
 
 
 def non_negative(text):
-    import argparse
     try:
         n = int(text)
     except ValueError:
