@@ -1,7 +1,7 @@
 /*
  * skb_common.h - BPF helpers shared by both tools.
  *
- * The loader (skbtrace/loader.py) inlines this file and skb_event.h into the
+ * The loader (skbtrace/live/loader.py) inlines this file and skb_event.h into the
  * program text and prepends the CONFIG block: the FILTER_* and KGSO_* macros,
  * whose values come from the command line and from the running kernel's BTF.
  *

@@ -2,7 +2,7 @@
  * skb_event.h - the one record both tools send through the perf buffer.
  *
  * This file is the single source of truth for the event layout and for the
- * event, reason, severity and flag numbers: skbtrace/event.py parses it at
+ * event, reason, severity and flag numbers: skbtrace/kernel/event.py parses it at
  * import time, and tests/unit compile it with gcc to check that the Python
  * mirror has the same size and offsets. Keep it free of kernel includes and
  * keep every field naturally aligned with explicit padding, so that the layout
@@ -25,7 +25,7 @@
 #define EV_BPF_HELPER    11  /* detector: a BPF helper changed the packet */
 #define EV_GSO_SET       12  /* detector: gso_type seen at segmentation */
 
-/* reasons: consistency rules, one bit each (skbtrace/rules.py has the text) */
+/* reasons: consistency rules, one bit each (skbtrace/kernel/rules.py has the text) */
 #define RSN_NULL_FRAGLIST_GSO     0x0001 /* seeds' rule: no frag_list, gso_size>0, nr_frags 0, data_len 0 */
 #define RSN_FRAGLIST_NO_LIST      0x0002 /* SKB_GSO_FRAGLIST set, frag_list NULL */
 #define RSN_TUNNEL_NO_ENCAP       0x0004 /* UDP_TUNNEL(_CSUM) set, skb->encapsulation 0 */
@@ -80,7 +80,7 @@
  * prints them on the console when the kernel dies before user space reads
  * the perf buffer. A record is FR_LINES lines "FR_PREFIX <seq> <n>/<FR_LINES>
  * key=value ...": at most 3 arguments per bpf_trace_printk on 4.18, one %s.
- * skbtrace/flightrec.py reads them back; change FR_PREFIX when the layout
+ * skbtrace/kernel/flightrec.py reads them back; change FR_PREFIX when the layout
  * changes. */
 #define FR_PREFIX        "SKBFR1"
 #define FR_LINES         7

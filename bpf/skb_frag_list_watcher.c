@@ -3,7 +3,7 @@
  * skb_shinfo(skb)->frag_list, and when an skb is in a state that
  * skb_segment() would crash on.
  *
- * Hook kinds (skbtrace/hooks.py declares every hook once and the loader
+ * Hook kinds (skbtrace/kernel/hooks.py declares every hook once and the loader
  * instantiates one HOOK_* line per hook present in the running kernel):
  *   MUTATE   entry+return on one skb: CREATE / CLEAR / MODIFY of frag_list,
  *            INCONSISTENT when the call left the skb in a newly bad state
@@ -316,7 +316,7 @@ STAGE_PROGRAM(consume_enter, STAGE_CONSUME_ENTER)
 STAGE_PROGRAM(consume_return, STAGE_CONSUME_RETURN)
 STAGE_PROGRAM(segment, STAGE_SEGMENT)
 
-/* One line per hook and backend, generated from skbtrace/hooks.py:
+/* One line per hook and backend, generated from skbtrace/kernel/hooks.py:
  * HOOK_<KIND>(B, fn, id, SKB, AUX, AUX2, HFLAGS, RET), B being KPROBE or
  * FENTRY (see skb_common.h). SKB, AUX and RET are expressions on the hook's
  * ctx (AUX2 unused here). */

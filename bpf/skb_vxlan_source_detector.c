@@ -2,7 +2,7 @@
  * skb_vxlan_source_detector.c - where SKB_GSO_UDP_TUNNEL(_CSUM) first
  * appears on an skb, and whether the tunnel metadata agrees with it.
  *
- * Hook kinds (skbtrace/hooks.py declares every hook once; the fifth macro
+ * Hook kinds (skbtrace/kernel/hooks.py declares every hook once; the fifth macro
  * argument of every line is the EV_* the hook reports):
  *   GSO_CHANGE     entry+return on one skb: gso_type before and after
  *   OBSERVE        entry only: gso_type as found (segmentation, tunnel xmit)
@@ -274,7 +274,7 @@ STAGE_PROGRAM(change_return, STAGE_CHANGE_RETURN)
 STAGE_PROGRAM(observe, STAGE_OBSERVE)
 STAGE_PROGRAM(virtio_skb, STAGE_VIRTIO_SKB)
 
-/* One line per hook and backend, generated from skbtrace/hooks.py:
+/* One line per hook and backend, generated from skbtrace/kernel/hooks.py:
  * HOOK_<KIND>(B, fn, id, SKB, AUX, AUX2, EVENT, RET), B being KPROBE or
  * FENTRY (see skb_common.h); EVENT is the EV_* the hook reports. */
 #define HOOK_GSO_CHANGE(B, fn, id, SKB, AUX, AUX2, EVENT, RET) \

@@ -1,8 +1,9 @@
-"""skbtrace: shared code of skb_frag_list_watcher and skb_vxlan_source_detector.
+"""skbtrace: skb_frag_list_watcher, skb_vxlan_source_detector and skb_postmortem.
 
-Pipeline: bpf/*.c -> loader (the only module importing bcc) -> decoder ->
-filters (in-kernel, from filters.py) -> formatter -> sink, with stats on exit;
-the runner takes each event through fastpath (the same, in one call).
+kernel/ what both sides know about the kernel (no bcc); output/ Record ->
+line, sink, clock; live/ the tracing pipeline (live/loader.py is the only
+bcc import); postmortem/ the offline story. watcher.py and detector.py are
+the tools. docs/architecture.md follows one event and one input through them.
 """
 
 __version__ = "0.1.0"

@@ -18,7 +18,7 @@ from skbtrace import __version__
 COMMANDS = [
     ("skb_frag_list_watcher", "skbtrace.watcher"),
     ("skb_vxlan_source_detector", "skbtrace.detector"),
-    ("skb_postmortem", "skbtrace.postmortem"),
+    ("skb_postmortem", "skbtrace.postmortem.cli"),
 ]
 
 SEE_ALSO_DOCS = "docs/skb_frag_list_watcher.md, docs/skb_vxlan_source_detector.md, " \

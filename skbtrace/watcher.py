@@ -1,9 +1,11 @@
 """skb_frag_list_watcher: who creates, clears or changes
 skb_shinfo(skb)->frag_list, and when an skb is in a state skb_segment()
 would crash on."""
-from skbtrace import cli, hooks, runner
-from skbtrace.filters import Filters
-from skbtrace.stats import WATCHER_EVENTS
+from skbtrace import cli
+from skbtrace.kernel import hooks
+from skbtrace.live import runner
+from skbtrace.live.filters import Filters
+from skbtrace.live.stats import WATCHER_EVENTS
 
 PROG = "skb_frag_list_watcher.py"
 

@@ -12,7 +12,7 @@ system), which another job on the machine disturbs far less than wall time;
 - reference: Decoder -> Stats.add() -> Formatter.lines() -> one write per
   line to /dev/null, unflushed: what the tools did before the fast path, and
   what the post-mortem tool still uses;
-- fast: the runner's path (Formatter.handler(), skbtrace/fastpath.py), the
+- fast: the runner's path (Formatter.handler(), skbtrace/output/fastpath.py), the
   event's lines written at once to /dev/null, unflushed: comparable with the
   reference column;
 - tool: the fast path as the tools run it, from the address bcc's callback
@@ -32,11 +32,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "unit"))
 
 from helpers import FixedClock, ip4, make_event, to_bytes  # noqa: E402
-from skbtrace import decoder, detector, event, gso, hooks, loader  # noqa: E402
-from skbtrace.clock import Clock  # noqa: E402
-from skbtrace.formatter import Formatter  # noqa: E402
-from skbtrace.sink import Sink  # noqa: E402
-from skbtrace.stats import Stats, WATCHER_EVENTS  # noqa: E402
+from skbtrace.kernel import decoder, event, gso, hooks  # noqa: E402
+from skbtrace import detector  # noqa: E402
+from skbtrace.kernel import udp_tunnel  # noqa: E402
+from skbtrace.output import detector_formatter  # noqa: E402
+from skbtrace.live import loader  # noqa: E402
+from skbtrace.output.clock import Clock  # noqa: E402
+from skbtrace.output.formatter import Formatter  # noqa: E402
+from skbtrace.output.sink import Sink  # noqa: E402
+from skbtrace.live.stats import Stats, WATCHER_EVENTS  # noqa: E402
 
 
 def events(n):
@@ -113,7 +117,7 @@ def tool_loop(fmt, hook_table, event_names, verdict):
 
 def configs():
     wh, dh = hooks.watcher_hooks(), hooks.detector_hooks()
-    det = detector.DetectorFormatter
+    det = detector_formatter.DetectorFormatter
     return [
         ("watcher text", lambda: Formatter(FixedClock(), gso.DEFAULT), wh, WATCHER_EVENTS),
         ("watcher --verbose", lambda: Formatter(FixedClock(), gso.DEFAULT, verbose=True), wh,
@@ -160,12 +164,12 @@ def main():
                                            "fast: us/event, peak"))
     for label, make_fmt, hook_table, names in configs():
         is_det = label.startswith("detector")
-        loops = [make(make_fmt(), hook_table, names, detector.Verdict() if is_det else None)
+        loops = [make(make_fmt(), hook_table, names, udp_tunnel.Verdict() if is_det else None)
                  for make in (reference_loop, fast_loop, tool_loop)]
         ref, fast, tool = best_rate(loops, data, args.rounds,
                                     time.perf_counter if args.wall else time.process_time)
         peak = peak_kib(fast_loop(make_fmt(), hook_table, names,
-                                  detector.Verdict() if is_det else None), data)
+                                  udp_tunnel.Verdict() if is_det else None), data)
         print("%-20s %10.0f %10.0f %5.1fx %10.0f  %.2f us, %.0f KiB" % (
             label, ref, fast, fast / ref, tool, 1e6 / fast, peak))
 

@@ -16,10 +16,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from skbtrace import decoder, event, formatter, gso, hooks, loader  # noqa: E402
-from skbtrace.clock import Clock  # noqa: E402
-from skbtrace.sink import Sink  # noqa: E402
-from skbtrace.stats import Stats, WATCHER_EVENTS  # noqa: E402
+from skbtrace.kernel import decoder, event, gso, hooks  # noqa: E402
+from skbtrace.output import formatter  # noqa: E402
+from skbtrace.live import loader  # noqa: E402
+from skbtrace.output.clock import Clock  # noqa: E402
+from skbtrace.output.sink import Sink  # noqa: E402
+from skbtrace.live.stats import Stats, WATCHER_EVENTS  # noqa: E402
 
 STOP = "/tmp/bench-stop"
 
@@ -54,7 +56,7 @@ def floor_fentry():
     """The same with empty fentry/fexit programs, on the hooks the watcher's
     fentry backend takes (the others keep the empty kprobes)."""
     from bcc import BPF
-    from skbtrace import btf
+    from skbtrace.kernel import btf
     hs = watcher_symbols()
     loader.choose_backends(hs, "fentry", btf.BTF.load(), (True, None))
     text = []
@@ -220,7 +222,7 @@ class Source(object):
         self.gen = subprocess.Popen([sys.executable, "-c", GENERATOR, str(rate), str(seconds)],
                                     stdin=subprocess.PIPE)
         # a ring buffer as large as the perf buffers together, as the tools
-        # size it (skbtrace.loader.ring_pages)
+        # size it (skbtrace.live.loader.ring_pages)
         self.ring_pages = loader.ring_pages(page_cnt) if ring else 0
         text = SOURCE.replace("GEN_PID", str(self.gen.pid))
         text = "#define RINGBUF_PAGES %d\n" % self.ring_pages + text
@@ -290,7 +292,7 @@ def consume(src, callback):
 def pipeline(kind):
     """The tools' own path as they run it: the record's copy
     (loader.Program.open()), the fast path (Formatter.handler(),
-    skbtrace/fastpath.py) and one write(2) per event (Sink)."""
+    skbtrace/output/fastpath.py) and one write(2) per event (Sink)."""
     hs = hooks.watcher_hooks()
     st = Stats(hs, WATCHER_EVENTS)
     fmt = formatter.Formatter(Clock(), gso.DEFAULT, verbose=kind == "verbose",
@@ -312,7 +314,7 @@ def pipeline(kind):
 
 def ring_supported():
     from bcc import BPF
-    from skbtrace import btf
+    from skbtrace.kernel import btf
     try:
         kb = btf.BTF.load()
     except btf.BTFError:

@@ -21,7 +21,7 @@ import re
 import pytest
 
 from lab import Lab
-from skbtrace import event, flightrec
+from skbtrace.kernel import event, flightrec
 from test_watcher_lab import PULL_DATA_PANICS
 
 pytestmark = [pytest.mark.lab, pytest.mark.panic]
@@ -150,7 +150,8 @@ def test_injected_crash_is_recorded_by_both_tools(guest, variant):
         assert int(broke.group(2), 16) & 0x1 and not int(broke.group(2), 16) & 0x400
         assert d[0].history is None
     # the package turns the records back into the tools' own lines
-    from skbtrace import formatter, gso, hooks
+    from skbtrace.output import formatter
+    from skbtrace.kernel import gso, hooks
     hw = dict((h.name, h) for h in hooks.watcher_hooks())
     line = formatter.Formatter(flightrec.UptimeClock(), gso.DEFAULT).lines(
         flightrec.to_record(w[0], hw))[0]

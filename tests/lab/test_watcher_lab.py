@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from skbtrace import event, flightrec
+from skbtrace.kernel import event, flightrec
 
 pytestmark = pytest.mark.lab
 

@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 import fakebcc  # noqa: E402
 from helpers import make_event, to_bytes  # noqa: E402
-from skbtrace import event  # noqa: E402
+from skbtrace.kernel import event  # noqa: E402
 
 tool, npolls, sig = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 fakebcc.install()

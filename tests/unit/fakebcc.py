@@ -7,7 +7,7 @@ import re
 import signal
 import time
 
-from skbtrace import event
+from skbtrace.kernel import event
 
 
 class FakeTable(object):
@@ -129,8 +129,8 @@ class Module(object):
 
 
 def install(monkeypatch=None):
-    """Make skbtrace.loader.preflight() return this fake."""
-    from skbtrace import loader
+    """Make skbtrace.live.loader.preflight() return this fake."""
+    from skbtrace.live import loader
     mod = Module()
     def scan(patterns):
         found = dict((p, sorted(n for n in BPF.available if re.match(p, n))) for p in patterns)

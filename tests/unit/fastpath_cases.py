@@ -35,9 +35,13 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from helpers import FixedClock, make_event, to_bytes  # noqa: E402
-from skbtrace import decoder, detector, event, gso, hooks, record  # noqa: E402
-from skbtrace.formatter import Formatter  # noqa: E402
-from skbtrace.stats import Stats, WATCHER_EVENTS  # noqa: E402
+from skbtrace.kernel import decoder, event, gso, hooks  # noqa: E402
+from skbtrace import detector  # noqa: E402
+from skbtrace.kernel import udp_tunnel  # noqa: E402
+from skbtrace.output import detector_formatter  # noqa: E402
+from skbtrace.output import record  # noqa: E402
+from skbtrace.output.formatter import Formatter  # noqa: E402
+from skbtrace.live.stats import Stats, WATCHER_EVENTS  # noqa: E402
 
 GOLDEN = os.path.join(HERE, "data", "fastpath_golden.json")
 SEED = 20261130
@@ -193,7 +197,7 @@ def symbols(addrs):
 
 
 def formatter(tool, mode, stacks):
-    cls = Formatter if tool == "watcher" else detector.DetectorFormatter
+    cls = Formatter if tool == "watcher" else detector_formatter.DetectorFormatter
     return cls(FixedClock(), gso.DEFAULT, verbose=mode == "verbose", json_mode=mode == "json",
                tool="skb_frag_list_watcher" if tool == "watcher" else "skb_vxlan_source_detector",
                stacks=stacks)
@@ -224,7 +228,7 @@ def reference(tool, mode, stacks, data_list):
     through the reference path as the runner took it before the fast path."""
     fmt = formatter(tool, mode, stacks)
     st = stats_for(tool, stacks)
-    verdict = detector.Verdict() if tool == "detector" else None
+    verdict = udp_tunnel.Verdict() if tool == "detector" else None
     dec = decoder.Decoder(hook_table(tool))
     out = []
     for data in data_list:
@@ -246,7 +250,7 @@ def fast(tool, mode, stacks, data_list):
     """The same through Formatter.handler() (the runner's fast path)."""
     fmt = formatter(tool, mode, stacks)
     st = stats_for(tool, stacks)
-    verdict = detector.Verdict() if tool == "detector" else None
+    verdict = udp_tunnel.Verdict() if tool == "detector" else None
     by_id = decoder.Decoder(hook_table(tool)).by_id
     if verdict is not None:
         handle = fmt.handler(by_id, st, symbols if stacks else None, verdict=verdict)

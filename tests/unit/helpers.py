@@ -3,7 +3,7 @@ import os
 import socket
 import subprocess
 
-from skbtrace import event
+from skbtrace.kernel import event, packet
 
 
 def ip4(text):
@@ -26,7 +26,8 @@ def make_event(**kw):
 def fake_flight_system(tmp_path, monkeypatch, tracing_on="0", sysctl=True):
     """A kernel.ftrace_dump_on_oops file and a tracefs of our own for the
     flight recorder; returns (sysctl path, tracefs path)."""
-    from skbtrace import flightrec, loader
+    from skbtrace.live import flight_recorder
+    from skbtrace.live import loader
     path = tmp_path / "ftrace_dump_on_oops"
     if sysctl:
         path.write_text("0\n")
@@ -34,8 +35,8 @@ def fake_flight_system(tmp_path, monkeypatch, tracing_on="0", sysctl=True):
     tracefs.mkdir()
     (tracefs / "trace").write_text("")
     (tracefs / "tracing_on").write_text(tracing_on + "\n")
-    monkeypatch.setattr(flightrec, "SYSCTL", str(path))
-    monkeypatch.setattr(flightrec, "STATE_DIR", str(tmp_path / "run"))
+    monkeypatch.setattr(flight_recorder, "SYSCTL", str(path))
+    monkeypatch.setattr(flight_recorder, "STATE_DIR", str(tmp_path / "run"))
     monkeypatch.setattr(loader, "tracefs_dir", lambda: str(tracefs))
     return path, tracefs
 
@@ -76,3 +77,10 @@ def run_into(writer, reader, timeout=60):
     out = p2.communicate(timeout=timeout)[0]
     err = p1.communicate(timeout=timeout)[1]
     return p1.returncode, out.decode(), err.decode()
+
+
+def pcap_file(path, packets):
+    """packet.write_pcap() into a new file at path (the tool opens through
+    output.sink.open_output; tests write their own files)."""
+    with open(path, "wb") as f:
+        return packet.write_pcap(f, packets)

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Record (or check live) what skbtrace/static_check.py reads from netlink,
+"""Record (or check live) what skbtrace/live/static_check.py reads from netlink,
 in a throw-away network namespace holding one setup. Needs root; uses only
 198.18.0.0/15 addresses and sends no traffic; the namespace is deleted at the
 end, also on errors.
@@ -45,7 +45,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from skbtrace import static_check  # noqa: E402
+from skbtrace.live import static_check  # noqa: E402
 
 SETUPS = ("plain", "vxlan", "tcbpf", "xdp", "tcx", "ipip", "gre", "fou", "geneve", "all")
 _HOLD = []          # tcx link fds: the attachment lives as long as the fd

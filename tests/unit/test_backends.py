@@ -3,7 +3,8 @@ fallback when the kernel refuses a trampoline. The lab runs both backends
 on real kernels (tests/lab/test_watcher_lab.py); this checks the decisions."""
 import pytest
 
-from skbtrace import hooks, loader, runner
+from skbtrace.kernel import hooks
+from skbtrace.live import loader, runner
 from skbtrace.errors import EnvError
 
 

@@ -3,7 +3,7 @@ import struct
 
 import pytest
 
-from skbtrace import btf, gso
+from skbtrace.kernel import btf, gso
 
 KIND_INT, KIND_PTR, KIND_STRUCT, KIND_ENUM, KIND_FUNC, KIND_FUNC_PROTO = 1, 2, 4, 6, 12, 13
 

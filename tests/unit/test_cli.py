@@ -10,7 +10,7 @@ import tempfile
 import pytest
 
 from helpers import run_into
-from skbtrace import loader
+from skbtrace.live import loader
 from skbtrace.errors import EnvError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

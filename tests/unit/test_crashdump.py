@@ -1,4 +1,4 @@
-"""skbtrace.crashdump on real `crash` output: the lab's 6.1 session (Debian
+"""skbtrace.postmortem.crashdump on real `crash` output: the lab's 6.1 session (Debian
 crash 8.0.2 over a QEMU dump of a guest that panicked in skb_segment+588,
 with `rd -8` of the skb's whole head buffer), its console, and the blocks the
 users quoted from their RHEL 8 vmcore (tests/unit/data/postmortem/seeds/,
@@ -11,7 +11,9 @@ import time
 
 import pytest
 
-from skbtrace import crashdump, event, flightrec, gso, rules
+from helpers import pcap_file
+from skbtrace.postmortem import crashdump
+from skbtrace.kernel import event, flightrec, gso, rules
 
 try:
     from hypothesis import given, settings, HealthCheck, strategies as st
@@ -418,9 +420,9 @@ def test_packet_and_pcap_when_the_memory_holds_the_head(tmp_path):
     # the rest would be in the frags or the frag_list: this skb has neither
     assert "captured 94 of 2990 bytes: the rest should be in page frags or the frag_list, " \
         "but the frags hold 0 of data_len 2896 and frag_list is NULL" in f.packet.notes
-    from skbtrace import packet
+    from skbtrace.kernel import packet
     path = str(tmp_path / "crash.pcap")
-    assert packet.write_pcap(path, [f.packet]) == 1
+    assert pcap_file(path, [f.packet]) == 1
     (p,) = rdpcap(path)
     assert (len(p), p.wirelen) == (94, 2990) and raw(p) == f.packet.data
     assert (p[Ether].src, p[Ether].dst) == ("9a:db:4a:ca:de:ca", "02:3f:3c:84:9f:ea")

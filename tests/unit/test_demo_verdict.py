@@ -7,9 +7,12 @@ import re
 import sys
 
 from helpers import FixedClock, make_event, to_bytes
-from skbtrace import decoder, detector, event, gso, hooks
-from skbtrace.formatter import Formatter
-from skbtrace.stats import Stats, WATCHER_EVENTS
+from skbtrace.kernel import decoder, event, gso, hooks
+from skbtrace import detector
+from skbtrace.kernel import udp_tunnel
+from skbtrace.output import detector_formatter
+from skbtrace.output.formatter import Formatter
+from skbtrace.live.stats import Stats, WATCHER_EVENTS
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "lab"))
@@ -57,7 +60,7 @@ def watcher_out(severity):
 
 def detector_out(with_setters=True):
     import test_detector
-    f = detector.DetectorFormatter(FixedClock(), gso.DEFAULT, tool="skb_vxlan_source_detector")
+    f = detector_formatter.DetectorFormatter(FixedClock(), gso.DEFAULT, tool="skb_vxlan_source_detector")
     evs = [make_event(event=event.EV_VIRTIO_RX, hook_id=D["receive_buf"], gso_type_after=3,
                       flags=event.F_VNET_VALID, vnet_gso_type=1)]
     if with_setters:
@@ -66,7 +69,7 @@ def detector_out(with_setters=True):
         evs.append(make_event(event=event.EV_TUNNEL_XMIT, hook_id=D["iptunnel_handle_offloads"],
                               gso_type_before=1, gso_type_after=0x801, ts_ns=5,
                               last_hook=D["iptunnel_handle_offloads"] + 1, last_ts_ns=5))
-    return tool_output(DH, detector.DETECTOR_EVENTS, f, evs, detector.Verdict())
+    return tool_output(DH, detector.DETECTOR_EVENTS, f, evs, udp_tunnel.Verdict())
 
 
 def test_verdict_of_the_demo_scenarios():

@@ -2,8 +2,11 @@
 import json
 import re
 
-from skbtrace import decoder, detector, event, gso, hooks
-from skbtrace.stats import Stats
+from skbtrace.kernel import decoder, event, gso, hooks
+from skbtrace import detector
+from skbtrace.kernel import udp_tunnel
+from skbtrace.output import detector_formatter
+from skbtrace.live.stats import Stats
 
 from helpers import FixedClock, ip4, make_event, to_bytes
 
@@ -17,7 +20,7 @@ def rec(**kw):
 
 
 def fmt(**kw):
-    return detector.DetectorFormatter(FixedClock(), gso.DEFAULT, tool="skb_vxlan_source_detector",
+    return detector_formatter.DetectorFormatter(FixedClock(), gso.DEFAULT, tool="skb_vxlan_source_detector",
                                       **kw)
 
 
@@ -50,8 +53,8 @@ def test_virtio_rx_line_decodes_header():
     assert ("virtio_gso=TCPV4(0x1) virtio_gso_size=1448 hdr_len=66 csum_start=34 "
             "csum_offset=16 flags=NEEDS_CSUM") in s
     assert "[UDP_TUNNEL ADDED]" not in s
-    assert detector.vnet_gso_text(0x81) == "TCPV4|ECN"
-    assert detector.vnet_gso_text(5) == "UDP_L4"
+    assert udp_tunnel.vnet_gso_text(0x81) == "TCPV4|ECN"
+    assert udp_tunnel.vnet_gso_text(5) == "UDP_L4"
 
 
 def test_adjust_room_origin_here_and_later_origin():
@@ -88,7 +91,7 @@ def test_mismatch_marker_and_json():
 
 
 def test_verdict_patterns():
-    v = detector.Verdict()
+    v = udp_tunnel.Verdict()
     # B: udp_gro_complete sets it, the outer udp4_gro_complete return is not a new origin
     v.add(rec(event=event.EV_GRO_COMPLETE, hook_id=ID["udp_gro_complete"], gso_type_after=T,
               last_hook=ID["udp_gro_complete"] + 1, ts_ns=10, last_ts_ns=10))
@@ -119,7 +122,7 @@ def test_verdict_patterns():
 
 
 def test_empty_verdict():
-    assert "No skb gained SKB_GSO_UDP_TUNNEL(_CSUM) while tracing." in detector.Verdict().render()
+    assert "No skb gained SKB_GSO_UDP_TUNNEL(_CSUM) while tracing." in udp_tunnel.Verdict().render()
 
 
 def test_stats_carry_verdict():
@@ -210,7 +213,7 @@ def test_nested_gro_json(fake, capsys):
         ("inet_gro_complete", "added_nested", False)]
     assert [o["origin"]["function"] for o in ev[1:]] == ["udp_gro_complete"] * 3
     assert ev[0]["origin"] is None
-    assert objs[-1]["verdict"]["setters"] == [{"pattern": "B", "class": detector.PATTERNS["B"][1],
+    assert objs[-1]["verdict"]["setters"] == [{"pattern": "B", "class": udp_tunnel.PATTERNS["B"][1],
                                                "function": "udp_gro_complete", "skbs": 1}]
 
 
@@ -219,20 +222,20 @@ def test_tunnel_change_cases():
     f = fmt()
     here = rec(event=event.EV_BPF_HELPER, hook_id=ID["bpf_skb_adjust_room"], gso_type_before=1,
                gso_type_after=0x403, last_hook=ID["bpf_skb_adjust_room"] + 1, ts_ns=7, last_ts_ns=7)
-    assert detector.tunnel_change(gso.DEFAULT, here) == detector.ADDED
+    assert udp_tunnel.tunnel_change(gso.DEFAULT, here) == udp_tunnel.ADDED
     gone = rec(event=event.EV_BPF_HELPER, hook_id=ID["bpf_skb_adjust_room"], gso_type_before=0x403,
                gso_type_after=1, ts_ns=9)
-    assert detector.tunnel_change(gso.DEFAULT, gone) == detector.REMOVED
+    assert udp_tunnel.tunnel_change(gso.DEFAULT, gone) == udp_tunnel.REMOVED
     assert "[UDP_TUNNEL REMOVED]" in f.lines(gone)[0]
     kept = rec(event=event.EV_GSO_SET, hook_id=ID["skb_segment"], gso_type_before=0x403,
                gso_type_after=0x403, last_hook=ID["bpf_skb_adjust_room"] + 1, last_ts_ns=7,
                ts_ns=20)
-    assert detector.tunnel_change(gso.DEFAULT, kept) is None
+    assert udp_tunnel.tunnel_change(gso.DEFAULT, kept) is None
     assert "nested" not in f.lines(kept)[0]
 
 
 def test_unloaded_tunnel_module_at_start_and_later(fake, capsys, monkeypatch, tmp_path):
-    from skbtrace import loader
+    from skbtrace.live import loader
     rel = tmp_path / "6.1.0-test"
     rel.mkdir()
     (rel / "modules.builtin").write_text("kernel/drivers/net/virtio_net.ko\n")

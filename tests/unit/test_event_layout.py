@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from skbtrace import event, paths
+from skbtrace.kernel import event
+from skbtrace import paths
 
 
 def test_size_is_fixed_and_aligned():
@@ -52,6 +53,6 @@ def test_constants_parsed():
 
 
 def test_every_reason_has_text():
-    from skbtrace import rules
+    from skbtrace.kernel import rules
     for _bit, name in event.REASON_BITS:
         assert rules.TEXT.get(name), name

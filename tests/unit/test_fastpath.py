@@ -1,4 +1,4 @@
-"""The runner's fast path (skbtrace/fastpath.py) against the reference path
+"""The runner's fast path (skbtrace/output/fastpath.py) against the reference path
 (Decoder -> Stats.add() -> Verdict.add() -> Formatter.lines()), on generated
 events of every kind (tests/unit/fastpath_cases.py), for both tools, every
 output mode, with and without --stack-trace: the same bytes per event, the
@@ -15,11 +15,14 @@ import pytest
 
 import fastpath_cases as cases
 from helpers import FixedClock, make_event, to_bytes
-from skbtrace import clock as clock_mod, decoder, detector, event, fastpath, gso, hooks, record
-from skbtrace import runner
-from skbtrace.formatter import Formatter
-from skbtrace.sink import ReaderGone, Sink
-from skbtrace.stats import Stats, WATCHER_EVENTS
+from skbtrace.output import clock as clock_mod, fastpath, record
+from skbtrace.kernel import decoder, event, gso, hooks
+from skbtrace import detector
+from skbtrace.output import detector_formatter
+from skbtrace.live import runner
+from skbtrace.output.formatter import Formatter
+from skbtrace.output.sink import ReaderGone, Sink
+from skbtrace.live.stats import Stats, WATCHER_EVENTS
 
 
 @pytest.fixture
@@ -163,7 +166,7 @@ def test_handler_is_none_where_the_fast_path_does_not_apply():
     assert MyTool(None, None).handler(Formatter(FixedClock(), gso.DEFAULT), by_id, st) is None
     det = detector.Detector(None, None)
     assert det.handler(Formatter(FixedClock(), gso.DEFAULT), by_id, st) is None
-    assert det.handler(detector.DetectorFormatter(FixedClock(), gso.DEFAULT), by_id, st) is not None
+    assert det.handler(detector_formatter.DetectorFormatter(FixedClock(), gso.DEFAULT), by_id, st) is not None
 
 
 # --- the run loop, with the fake bcc: what the tools write ------------------------
@@ -337,7 +340,7 @@ def test_perf_callback_copies_the_record():
     """loader.Program.open(): bcc hands the record's address as an int (its
     callback type has c_void_p); anything else goes through string_at()."""
     import fakebcc
-    from skbtrace import loader
+    from skbtrace.live import loader
     prog = loader.Program(fakebcc.Module(), "", [])
     prog.bpf = fakebcc.BPF()
     got = []

@@ -5,7 +5,7 @@ import struct
 
 import pytest
 
-from skbtrace import filters
+from skbtrace.live import filters
 from skbtrace.errors import UserError
 
 

@@ -8,9 +8,10 @@ import re
 import pytest
 
 from helpers import fake_flight_system
-from skbtrace import event, flightrec, gso, hooks
-from skbtrace.detector import DetectorFormatter
-from skbtrace.formatter import Formatter
+from skbtrace.kernel import event, flightrec, gso, hooks
+from skbtrace.live import flight_recorder
+from skbtrace.output.detector_formatter import DetectorFormatter
+from skbtrace.output.formatter import Formatter
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "consoles")
 HW = dict((h.name, h) for h in hooks.watcher_hooks())
@@ -149,7 +150,7 @@ def test_the_last_tool_to_exit_restores(fake_sys, tmp_path):
         (tmp_path / "run" / "flight-recorder.json").write_text(json.dumps(
             {"pids": [other.pid], "original": [[str(sysctl), "0", "kernel.ftrace_dump_on_oops"]]}))
         sysctl.write_text("1\n")                   # as the other tool left it
-        rec = flightrec.Recorder("crash", str(tracefs))
+        rec = flight_recorder.Recorder("crash", str(tracefs))
         lines = rec.arm()
         assert any("kernel.ftrace_dump_on_oops 0 -> 1 (restored at exit)" in l for l in lines)
         assert rec.restore() == ["kernel.ftrace_dump_on_oops left on: still used by pid %d, "
@@ -159,7 +160,7 @@ def test_the_last_tool_to_exit_restores(fake_sys, tmp_path):
         other.kill()
         other.wait()
     # the other tool is gone (even without cleaning up): the next one to exit restores
-    rec = flightrec.Recorder("crash", str(tracefs))
+    rec = flight_recorder.Recorder("crash", str(tracefs))
     rec.arm()
     rec.restore()
     assert sysctl.read_text() == "0\n"
@@ -168,7 +169,7 @@ def test_the_last_tool_to_exit_restores(fake_sys, tmp_path):
 
 def test_arm_announces_and_restore_puts_back(fake_sys):
     sysctl, tracefs = fake_sys
-    rec = flightrec.Recorder("crash", str(tracefs))
+    rec = flight_recorder.Recorder("crash", str(tracefs))
     rec.check()
     lines = rec.arm()
     assert sysctl.read_text() == "1\n" and (tracefs / "tracing_on").read_text() == "1\n"
@@ -185,7 +186,7 @@ def test_check_errors_are_one_line(fake_sys, monkeypatch):
     sysctl, tracefs = fake_sys
     from skbtrace.errors import EnvError
     with pytest.raises(EnvError, match="no trace buffer"):
-        flightrec.Recorder("crash", None).check()
-    monkeypatch.setattr(flightrec, "SYSCTL", str(tracefs / "missing"))
+        flight_recorder.Recorder("crash", None).check()
+    monkeypatch.setattr(flight_recorder, "SYSCTL", str(tracefs / "missing"))
     with pytest.raises(EnvError, match="has no kernel.ftrace_dump_on_oops"):
-        flightrec.Recorder("crash", str(tracefs)).check()
+        flight_recorder.Recorder("crash", str(tracefs)).check()

@@ -1,9 +1,9 @@
 """Golden lines for every watcher event type and marker."""
 import json
 
-from skbtrace import decoder, event, gso, hooks
-from skbtrace.formatter import Formatter
-from skbtrace.stats import Stats, WATCHER_EVENTS
+from skbtrace.kernel import decoder, event, gso, hooks
+from skbtrace.output.formatter import Formatter
+from skbtrace.live.stats import Stats, WATCHER_EVENTS
 
 from helpers import FixedClock, ip4, make_event, to_bytes
 
@@ -164,7 +164,7 @@ def test_stats_table():
 
 
 def test_json_identity_read_once(monkeypatch, tmp_path):
-    from skbtrace import record
+    from skbtrace.output import record
     boot = tmp_path / "boot_id"
     boot.write_text("6f1c4f7e-0000-4000-8000-000000000001\n")
     monkeypatch.setattr(record, "BOOT_ID", str(boot))

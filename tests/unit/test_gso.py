@@ -1,4 +1,4 @@
-from skbtrace import gso
+from skbtrace.kernel import gso
 
 
 def test_crash_gso_type_names():

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from skbtrace import gso
+from skbtrace.kernel import gso
 
 KSRC_61 = "/work/ksrc/x/usr/src/linux-source-6.1/include/linux/skbuff.h"
 LOW_BITS = ["TCPV4", "DODGY", "TCP_ECN", "TCP_FIXEDID", "TCPV6", "FCOE", "GRE", "GRE_CSUM",

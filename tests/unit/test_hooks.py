@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from skbtrace import hooks
+from skbtrace.kernel import hooks
 
 
 def test_ids_and_names_unique():
@@ -70,7 +70,7 @@ def test_fentry_lines_follow_the_kprobe_ones():
 
 
 def test_scan_kallsyms(tmp_path):
-    from skbtrace import loader
+    from skbtrace.live import loader
     ks = tmp_path / "kallsyms"
     ks.write_text("\n".join([
         "ffffffff81000000 T skb_segment",
@@ -143,7 +143,7 @@ def test_hooks_in_modules():
     ((), ("ipv6/ip6_udp_tunnel",), "module udp_tunnel does not exist for this kernel (6.1.0-test)"),
 ])
 def test_hook_in_a_module_that_is_not_loaded(monkeypatch, tmp_path, builtin, dep, reason):
-    from skbtrace import loader
+    from skbtrace.live import loader
     monkeypatch.setattr(loader, "MODULES_DIR", module_tree(tmp_path, builtin, dep))
     monkeypatch.setattr(loader.platform, "release", lambda: "6.1.0-test")
     monkeypatch.setattr(loader, "loaded_modules", lambda: set(["virtio_net"]))
@@ -160,7 +160,7 @@ def test_hook_in_a_module_that_is_not_loaded(monkeypatch, tmp_path, builtin, dep
 
 
 def test_module_loaded_later_is_announced_once(monkeypatch):
-    from skbtrace import loader
+    from skbtrace.live import loader
     now = [100.0]
     loaded = [set()]
     monkeypatch.setattr(loader, "loaded_modules", lambda: loaded[0])

@@ -1,4 +1,4 @@
-"""-o FILE and --pcap FILE as root writes them (skbtrace.sink.open_output):
+"""-o FILE and --pcap FILE as root writes them (skbtrace.output.sink.open_output):
 a symbolic link, anything but a regular file, a file of another user and a
 second name of a file are refused with one line, before any kernel, BTF or
 bcc check, and left byte for byte as they were; new files are 0640."""
@@ -12,8 +12,9 @@ import sys
 import pytest
 
 from helpers import make_event, to_bytes
-from skbtrace import event, hooks, sink
-from skbtrace.sink import OutputError, open_output
+from skbtrace.kernel import event, hooks
+from skbtrace.output import sink
+from skbtrace.output.sink import OutputError, open_output
 from skbtrace.watcher import main as watcher_main
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -1,4 +1,4 @@
-"""skbtrace.packet: decode an skb's head by its offsets, write pcap.
+"""skbtrace.kernel.packet: decode an skb's head by its offsets, write pcap.
 
 The packet bytes are made by scapy (Debian python3-scapy) from the lab's real
 flow (the watcher's JSON log of the Calico run: outer 198.18.1.1:40000 ->
@@ -18,7 +18,8 @@ import subprocess
 
 import pytest
 
-from skbtrace import packet
+from helpers import pcap_file
+from skbtrace.kernel import packet
 
 try:
     from scapy.all import Ether, IP, UDP, TCP, raw, rdpcap
@@ -160,7 +161,7 @@ def test_pcap_round_trip_with_scapy(tmp_path):
     assert len(pkt.data) == 94 and pkt.orig_len == LEN
     assert any("captured 94 of 2990 bytes" in n for n in notes)
     path = str(tmp_path / "skb.pcap")
-    assert packet.write_pcap(path, [pkt]) == 1
+    assert pcap_file(path, [pkt]) == 1
     with open(path, "rb") as f:
         hdr = f.read(24 + 16)
     assert struct.unpack("<IHHiIII", hdr[:24])[6] == packet.LINKTYPE_ETHERNET
@@ -182,7 +183,7 @@ def test_pcap_read_by_tshark(tmp_path):
     pkt, _ = packet.skb_packet(head, {"mac_header": MAC, "network_header": NH, "data": MAC,
                                       "tail": TAIL, "len": LEN})
     path = str(tmp_path / "skb.pcap")
-    packet.write_pcap(path, [pkt])
+    pcap_file(path, [pkt])
     def fields(*extra):
         return subprocess.check_output(
             ["tshark", "-r", path] + list(extra) + [
@@ -206,7 +207,7 @@ def test_pcap_synthesizes_ethernet_when_the_skb_has_none(tmp_path):
     assert pkt.data[:14] == b"\0" * 12 + b"\x08\x00" and len(pkt.data) == 14 + 52
     assert pkt.orig_len == 2948 + 14
     path = str(tmp_path / "inner.pcap")
-    packet.write_pcap(path, [pkt])
+    pcap_file(path, [pkt])
     p = rdpcap(path)[0]
     assert p[TCP].sport == 57964 and p[IP].src == "198.18.1.1"
     # no IP at the packet start: skipped, not invented
@@ -219,14 +220,14 @@ def test_pcap_synthesizes_ethernet_when_the_skb_has_none(tmp_path):
 
 def test_write_pcap_header_and_bytes(tmp_path):
     path = str(tmp_path / "x.pcap")
-    packet.write_pcap(path, [b"\x01\x02\x03", packet.PcapPacket(b"ab", orig_len=100, ts=1.5)])
+    pcap_file(path, [b"\x01\x02\x03", packet.PcapPacket(b"ab", orig_len=100, ts=1.5)])
     with open(path, "rb") as f:
         b = f.read()
     assert struct.unpack("<IHHiIII", b[:24]) == (0xa1b2c3d4, 2, 4, 0, 0, packet.SNAPLEN, 1)
     assert struct.unpack("<IIII", b[24:40]) == (0, 0, 3, 3) and b[40:43] == b"\x01\x02\x03"
     assert struct.unpack("<IIII", b[43:59]) == (1, 500000, 2, 100) and b[59:] == b"ab"
     with pytest.raises(packet.PacketError):
-        packet.write_pcap(path, ["not bytes"])
+        pcap_file(path, ["not bytes"])
 
 
 def test_bad_arguments_raise_packet_error_only():

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from skbtrace import manpage, postmortem
+from skbtrace import manpage
+from skbtrace.postmortem import cli as postmortem
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -164,7 +165,7 @@ def test_help_version_and_manual_page():
     assert rc == 0 and "examples:" in out and "--pcap FILE" in out
     rc, out, _err = run(["--version"])
     assert rc == 0 and out.startswith("skb_postmortem.py (skbtrace) ")
-    assert ("skb_postmortem", "skbtrace.postmortem") in manpage.COMMANDS
+    assert ("skb_postmortem", "skbtrace.postmortem.cli") in manpage.COMMANDS
     roff = manpage.render("skb_postmortem", postmortem.make_parser("skb_postmortem"))
     assert ".SH EXAMPLES" in roff and "\\fIFILE\\fR ..." in roff
     if shutil.which("man"):

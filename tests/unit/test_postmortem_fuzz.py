@@ -16,8 +16,8 @@ hypothesis = pytest.importorskip("hypothesis", reason="python3-hypothesis (make 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from skbtrace import pm_sources as src  # noqa: E402
-from skbtrace import postmortem  # noqa: E402
+from skbtrace.postmortem import sources as src  # noqa: E402
+from skbtrace.postmortem import cli as postmortem  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PM = os.path.join(HERE, "data", "postmortem")

@@ -9,11 +9,11 @@ import re
 
 import pytest
 
-from skbtrace import flightrec, gso
-from skbtrace import pm_sources as src
-from skbtrace.detector import DetectorFormatter
-from skbtrace.formatter import Formatter
-from skbtrace.postmortem import _TimeClock, json_record
+from skbtrace.kernel import flightrec, gso
+from skbtrace.postmortem import sources as src
+from skbtrace.output.detector_formatter import DetectorFormatter
+from skbtrace.output.formatter import Formatter
+from skbtrace.postmortem.timeline import _TimeClock, json_record
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PM = os.path.join(HERE, "data", "postmortem")

@@ -9,10 +9,12 @@ import re
 
 import pytest
 
-from skbtrace import gso, hooks
-from skbtrace import pm_sources as src
-from skbtrace import pm_story as story
-from skbtrace import postmortem
+from skbtrace.kernel import gso, hooks
+from skbtrace.postmortem import sources as src
+from skbtrace.postmortem import story
+from skbtrace.kernel.udp_tunnel import PATTERNS
+from skbtrace.postmortem import cli as postmortem
+from skbtrace.postmortem.run import Run, ordered
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PM = os.path.join(HERE, "data", "postmortem")
@@ -28,7 +30,7 @@ def observations(names, keep=lambda o: True):
         inp.prepare()
         src.sniff(inp)
         streams.append(o for o in src.Scanner(inp).observations() if keep(o))
-    return postmortem.ordered(streams)
+    return ordered(streams)
 
 
 def lives(names, keep=lambda o: True):
@@ -146,14 +148,14 @@ def test_decision_tree_rows_name_real_hooks():
     names = set(h.name for h in hooks.watcher_hooks())
     for fn in story.CLEARER_TREE:
         assert fn == "none" or fn in names
-    assert set(story.SETTER_TREE) == set(postmortem.PATTERNS)
+    assert set(story.SETTER_TREE) == set(PATTERNS)
     assert set(story.SEG_ORDER) <= names | set(h.name for h in hooks.detector_hooks())
 
 
 def run_of(names, *extra):
     args = postmortem.make_parser().parse_args([os.path.join(PM, n) for n in names] +
                                                list(extra))
-    r = postmortem.Run(args)
+    r = Run(args)
     r.read()
     r.pass1()
     return r
@@ -161,9 +163,9 @@ def run_of(names, *extra):
 
 def test_flight_records_tie_to_the_logs_clock():
     r = run_of(TEXT + ["6.1-calico-trace.txt"])
-    assert r.anchors >= 8 and r.spread < 0.001
+    assert r.clock.anchors >= 8 and r.clock.spread < 0.001
     tied = [f for f in r.flights if f.also is not None]
-    assert len(tied) == r.anchors
+    assert len(tied) == r.clock.anchors
     for f in r.flights:
         assert f.t is not None          # every record now has a time on the logs' clock
     # the others fall inside a logged packet of their skb (the detector lost

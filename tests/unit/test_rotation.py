@@ -9,7 +9,7 @@ import sys
 import time
 
 from helpers import make_event, to_bytes
-from skbtrace import event, hooks
+from skbtrace.kernel import event, hooks
 from skbtrace.watcher import main
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -1,10 +1,10 @@
-"""skbtrace.rules.evaluate() must be the C of bpf/skb_common.h.
+"""skbtrace.kernel.rules.evaluate() must be the C of bpf/skb_common.h.
 
 The bodies of frags_bytes(), crash_reasons() and eval_rules() are cut out of
 the header by text and compiled with the host gcc against a small mock of
 the kernel structs (just the fields they read); the program reads states on
 stdin and prints what the C computes. Both families' KGSO_* values are
-tried (skbtrace.gso: 6.1 with FRAGLIST, 4.18 without).
+tried (skbtrace.kernel.gso: 6.1 with FRAGLIST, 4.18 without).
 """
 import os
 import random
@@ -14,7 +14,8 @@ import subprocess
 
 import pytest
 
-from skbtrace import event, gso, paths, rules
+from skbtrace.kernel import event, gso, rules
+from skbtrace import paths
 
 try:
     from hypothesis import given, settings, HealthCheck, strategies as st

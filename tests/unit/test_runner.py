@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from helpers import fake_flight_system, make_event, run_into, to_bytes
-from skbtrace import event, hooks
+from skbtrace.kernel import event, hooks
 from skbtrace.watcher import main
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -126,17 +126,17 @@ def test_short_stack_record_is_a_decode_error(fake, capsys):
 
 
 def test_flight_recorder_arms_names_and_restores(fake, capsys, tmp_path, monkeypatch):
-    from skbtrace import flightrec
+    from skbtrace.live import flight_recorder
     sysctl, _tracefs = fake_flight_system(tmp_path, monkeypatch, tracing_on="1")
     seen = []
-    real = flightrec.Recorder
+    real = flight_recorder.Recorder
 
     class Spy(real):
         def arm(self):
             lines = real.arm(self)
             seen.append(sysctl.read_text())
             return lines
-    monkeypatch.setattr(flightrec, "Recorder", Spy)
+    monkeypatch.setattr(flight_recorder, "Recorder", Spy)
     fake.BPF.percpu = {("counters", event.CNT_FR_WRITTEN): [1, 0],
                        ("counters", event.CNT_FR_SUPPRESSED): [0, 3]}
     fake.BPF.script = [[to_bytes(make_event(event=event.EV_INCONSISTENT, hook_id=ID["skb_segment"],
@@ -186,7 +186,7 @@ def test_ring_buffer_losses_show_where_they_were_counted(fake, capsys, monkeypat
     """A ring buffer has no lost callback: the kernel's failed reservations,
     read between polls, become the [LOST n] line after the records read
     before it, and the statistics say which buffer it was."""
-    from skbtrace import loader
+    from skbtrace.live import loader
     monkeypatch.setattr(loader, "ringbuf_support", lambda BPF, kernel_btf: (True, None))
     monkeypatch.setattr(loader.Program, "LOST_CHECK_S", 0)
     seg = ID["skb_segment"]

@@ -9,8 +9,10 @@ import sys
 import pytest
 
 from helpers import fake_flight_system, ip4, make_event, to_bytes
-from skbtrace import detector, event, hooks
-from skbtrace.stats import WATCHER_EVENTS
+from skbtrace import detector
+from skbtrace.kernel import udp_tunnel
+from skbtrace.kernel import event, hooks
+from skbtrace.live.stats import WATCHER_EVENTS
 
 if sys.version_info < (3, 7):
     # the run on the default interpreter checks the records against the schema
@@ -47,9 +49,9 @@ def test_enums_follow_the_code(schema):
     assert d["watcher_event"]["properties"]["event"]["enum"] == WATCHER_EVENTS
     assert d["detector_event"]["properties"]["event"]["enum"] == detector.DETECTOR_EVENTS
     assert d["detector_event"]["properties"]["tunnel_change"]["enum"] == [
-        detector.ADDED, detector.ADDED_NESTED, detector.BY_ENCLOSING, detector.REMOVED, None]
+        udp_tunnel.ADDED, udp_tunnel.ADDED_NESTED, udp_tunnel.BY_ENCLOSING, udp_tunnel.REMOVED, None]
     pattern = d["statistics"]["properties"]["verdict"]["properties"]["setters"]["items"]
-    assert pattern["properties"]["pattern"]["enum"] == list(detector.PATTERNS)
+    assert pattern["properties"]["pattern"]["enum"] == list(udp_tunnel.PATTERNS)
 
 
 def watcher_script():
@@ -142,7 +144,7 @@ def detector_script():
 
 
 def test_detector_records(schema, fake, capsys, monkeypatch):
-    from skbtrace import static_check
+    from skbtrace.live import static_check
     import test_static_check
     monkeypatch.setattr(static_check, "collect", lambda netns=None: test_static_check.report("all"))
     fake.BPF.available = [h.name for h in hooks.detector_hooks()]
@@ -155,13 +157,13 @@ def test_detector_records(schema, fake, capsys, monkeypatch):
     events = objs[1:-1]
     assert set(o["event"] for o in events) == set(detector.DETECTOR_EVENTS) - set(["INCONSISTENT"])
     assert set(o["tunnel_change"] for o in events) == set(
-        [detector.ADDED, detector.ADDED_NESTED, detector.BY_ENCLOSING, detector.REMOVED, None])
+        [udp_tunnel.ADDED, udp_tunnel.ADDED_NESTED, udp_tunnel.BY_ENCLOSING, udp_tunnel.REMOVED, None])
     for o in objs:
         validate(schema, o)
 
 
 def test_static_only_record(schema, capsys, monkeypatch):
-    from skbtrace import static_check
+    from skbtrace.live import static_check
     import test_static_check
     monkeypatch.setattr(static_check, "collect", lambda netns=None: test_static_check.report("fou"))
     assert detector.main(["--static-only", "--json"]) == 0

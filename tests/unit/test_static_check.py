@@ -16,7 +16,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # noqa: E402
 from pyroute2.netlink.rtnl.tcmsg import tcmsg  # noqa: E402
 
 import record_netlink  # noqa: E402
-from skbtrace import static_check as sc  # noqa: E402
+from skbtrace.live import static_check as sc  # noqa: E402
 from skbtrace.errors import EnvError  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "netlink")

@@ -241,7 +241,7 @@ def xdp_pass(targets):
     attachment outlives this process."""
     from bcc import BPF
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(HERE))))
-    from skbtrace.static_check import _InNetns
+    from skbtrace.live.static_check import _InNetns
     fn = BPF(text=XDP_PASS_C).load_func(b"xdp_pass", BPF.XDP)
     for netns, dev in targets:
         with _InNetns(netns):

@@ -18,7 +18,7 @@ Kernels 5.0-5.5 are "6" without bit 18; kernels after 6.1 may define bits
 above 18. Only bit 18 is named in one family and not in the other
 (family_dependent()).
 """
-from skbtrace import btf
+from skbtrace.kernel import btf
 
 FALLBACK = [
     ("TCPV4", 1 << 0), ("DODGY", 1 << 1), ("TCP_ECN", 1 << 2), ("TCP_FIXEDID", 1 << 3),

@@ -6,9 +6,9 @@ FRAG_LIST, GSO_INFO and a `  -> Flow:` line. Markers: `[!!]` on every CLEAR,
 `[WARNING]` / `[CRITICAL]` by the severity the kernel side computed. Every line
 with a reason names the last hook that changed that skb (`last=`).
 """
-from skbtrace import event, record
-
-TIME_W = 15
+from skbtrace.kernel import event
+from skbtrace.output import fastpath, record
+from skbtrace.output.clock import TIME_W
 
 
 def ptr(value):
@@ -33,13 +33,12 @@ class Formatter(object):
         self.buffer = "perf"        # the event buffer, "perf" or "ring", for [LOST n] lines
 
     def handler(self, hooks_by_id, stats, symbols=None):
-        """The runner's fast path (skbtrace/fastpath.py): perf-buffer bytes
+        """The runner's fast path (skbtrace/output/fastpath.py): perf-buffer bytes
         -> the event's lines as lines() writes them, each ending in a
         newline, counted in stats. None for a subclass the fast path does not
         know: the runner then goes through Decoder, Stats.add() and lines()."""
         if type(self) is not Formatter:
             return None
-        from skbtrace import fastpath
         return fastpath.watcher_handler(self, hooks_by_id, stats, symbols)
 
     # --- text -----------------------------------------------------------------

@@ -31,7 +31,7 @@ the skb whose head + end is its address.
 """
 import re
 
-from skbtrace import event, gso, packet, rules
+from skbtrace.kernel import event, gso, packet, rules
 
 MAX_LINE = 65536
 MAX_ERRORS = 500
@@ -544,42 +544,33 @@ class _Object(object):
         self.notes = []
 
 
-class _Parser(object):
+class _StructReader(object):
+    """`struct sk_buff ADDR`, `sk_buff.len,data_len ADDR`, `p *(struct T *)ADDR`,
+    `p ((struct T *)ADDR)->member`: the objects printed, with the address the
+    command named."""
 
-    def __init__(self):
-        self.s = CrashSession()
+    def __init__(self, session):
+        self.s = session
         self.objects = []
-        self.cmd = None
+        self.start("")
+
+    def start(self, cmd):
+        """A new command: what type and addresses its output is about."""
         self.cmd_addrs = []
         self.cmd_type = None
         self.cmd_members = None
         self.cmd_p = None
         self.blocks_in_cmd = 0
-        self.bt = None
-        self.bt_pid = None
-        self.last_frame = None
-        self.mem_chunks = []
-        self.seen_any = False
-        self.trace_state = None
-
-    # -- commands
-    def command(self, text):
-        self.cmd = text.strip()
-        self.s.commands.append(self.cmd)
-        self.blocks_in_cmd = 0
-        self.cmd_type = self.cmd_members = self.cmd_p = None
-        self.cmd_addrs = []
-        self.end_bt()
-        words = self.cmd.split()
+        words = cmd.split()
         if not words:
             return
         verb = words[0]
         if verb in ("p", "print", "px", "pd") or verb.startswith("p/"):
-            m = _CAST_MEMBER.search(self.cmd)
+            m = _CAST_MEMBER.search(cmd)
             if m:
                 self.cmd_p = (m.group(1), int(m.group(2), 16), m.group(3))
             else:
-                m = _CAST_DEREF.search(self.cmd)
+                m = _CAST_DEREF.search(cmd)
                 if m:
                     self.cmd_type = m.group(1)
                     self.cmd_addrs = [int(m.group(2), 16)]
@@ -598,19 +589,6 @@ class _Parser(object):
                 elif am and self.cmd_type is not None:
                     self.cmd_addrs.append(int(am.group(1), 16))
 
-    def end_bt(self):
-        if self.bt:
-            key = [f.text for f in self.bt]
-            if key not in self.s.backtraces:
-                self.s.backtraces.append(key)
-                has_exc = any(f.exception for f in self.bt)
-                if not self.s.frames or (has_exc and not any(f.exception
-                                                             for f in self.s.frames)):
-                    self.s.frames = list(self.bt)
-        self.bt = None
-        self.last_frame = None
-
-    # -- objects
     def new_object(self, typ, lineno):
         addr = None
         if self.blocks_in_cmd < len(self.cmd_addrs):
@@ -687,7 +665,100 @@ class _Parser(object):
                         "before it)" % (typ, lineno, typ))
         return j
 
-    # -- memory
+    def p_member(self, num, lineno):
+        """`p ((struct T *)ADDR)->member`'s `$n = value`."""
+        if self.cmd_p and num is not None:
+            typ, addr, member = self.cmd_p
+            obj = _Object(typ, addr, "line %d" % lineno)
+            obj.fields[member] = num
+            self.objects.append(obj)
+
+    def member_line(self, name, num, lineno):
+        """`struct sk_buff.len,data_len ADDR` output, one member a line."""
+        typ = self.cmd_type or ("skb_shared_info" if name in SHINFO_FIELDS else "sk_buff")
+        addr = self.cmd_addrs[0] if self.cmd_addrs else None
+        for obj in reversed(self.objects):
+            if obj.typ == typ and obj.addr == addr and obj.where.startswith("member"):
+                obj.fields[name] = num
+                return
+        obj = _Object(typ, addr, "member line %d" % lineno)
+        obj.fields[name] = num
+        self.objects.append(obj)
+        if addr is None:
+            self.s.note("line %d: `%s = ...` without a command naming its %s" % (
+                lineno, name, typ))
+
+
+class _BacktraceReader(object):
+    """`bt`: PID lines, #N frames, [exception RIP: ...], stack switches, the
+    registers under a frame. The backtrace with the exception frame wins."""
+
+    def __init__(self, session):
+        self.s = session
+        self.bt = None
+        self.bt_pid = None
+        self.last_frame = None
+
+    def end(self):
+        if self.bt:
+            key = [f.text for f in self.bt]
+            if key not in self.s.backtraces:
+                self.s.backtraces.append(key)
+                has_exc = any(f.exception for f in self.bt)
+                if not self.s.frames or (has_exc and not any(f.exception
+                                                             for f in self.s.frames)):
+                    self.s.frames = list(self.bt)
+        self.bt = None
+        self.last_frame = None
+
+    def _add(self, f):
+        if self.bt is None:
+            self.bt = []
+        self.bt.append(f)
+        self.last_frame = f
+
+    def line(self, line, stripped):
+        """True if the line is backtrace output."""
+        m = _PID.match(line)
+        if m:
+            self.end()
+            self.bt = []
+            self.bt_pid = int(m.group(1))
+            return True
+        m = _FRAME.match(line)
+        if m:
+            fn, _plus, off = m.group(3).partition("+")      # `bt -s`: fn+off
+            self._add(Frame(stripped, fn, index=int(m.group(1)), sp=int(m.group(2), 16),
+                            address=int(m.group(4), 16), module=m.group(5), offset=off or None))
+            return True
+        m = _EXC_RIP.search(line)
+        if m:
+            self._add(Frame(stripped, m.group(1), exception=True, offset=m.group(2)))
+            return True
+        return False
+
+    def quiet_line(self, line, stripped):
+        """Stack switches and register lines: backtrace output, but not
+        output that shows the input is crash's."""
+        if _STACK_SWITCH.match(line):
+            if self.bt is not None:
+                self._add(Frame(stripped, None))
+            return True
+        if self.bt is not None and _REG_LINE.match(line):
+            if self.last_frame is not None:
+                for reg, val in _REGS.findall(line):
+                    self.last_frame.regs.setdefault(reg, int(val, 16))
+            return True
+        return False
+
+
+class _MemoryReader(object):
+    """`rd -8 ADDR N` (and -16/-32/-64): byte chunks, merged by address."""
+
+    def __init__(self, session):
+        self.s = session
+        self.mem_chunks = []
+
     def memory_line(self, addr, rest, lineno):
         part = re.split(r"\s{2,}", rest.strip(), 1)[0]
         toks = part.split()
@@ -709,142 +780,50 @@ class _Parser(object):
         self.mem_chunks.append((addr, bytes(data), lineno))
         return True
 
-    # -- main loop
-    def run(self, lines):
-        i = 0
-        n = len(lines)
-        while i < n:
-            line = lines[i]
-            lineno = i + 1
-            if len(line) > MAX_LINE:
-                self.s.note("line %d: longer than %d characters, skipped" % (lineno, MAX_LINE))
-                i += 1
-                continue
-            line = line.replace("\x00", "")
-            m = _PROMPT.match(line)
-            if m:
-                self.seen_any = True
-                self.command(m.group(1))
-                i += 1
-                continue
-            m = _STRUCT_HEAD.match(line)
-            if m:
-                self.seen_any = True
-                self.end_bt()
-                i = self.struct_block(lines, i, m.group(1), lineno)
-                continue
-            m = _P_STRUCT_HEAD.match(line)
-            if m:
-                self.seen_any = True
-                typ = self.cmd_type or "unknown"
-                i = self.struct_block(lines, i, typ, lineno)
-                continue
-            i += 1
-            self.line(line, lineno)
-        self.end_bt()
+    def merge(self):
+        chunks = sorted(self.mem_chunks, key=lambda c: (c[0], c[2]))
+        merged = []
+        conflicts = 0
+        for addr, data, _ln in chunks:
+            if merged and addr <= merged[-1][0] + len(merged[-1][1]):
+                start, buf = merged[-1]
+                off = addr - start
+                overlap = buf[off:off + len(data)]
+                if overlap != data[:len(overlap)]:
+                    conflicts += 1
+                buf[off:off + len(data)] = data
+            else:
+                merged.append((addr, bytearray(data)))
+        if conflicts:
+            self.s.note("memory: %d dump lines disagree with an earlier dump of the same "
+                        "addresses; the later one is kept" % conflicts)
+        self.s.memory = dict((a, bytes(b)) for a, b in merged)
 
-    def line(self, line, lineno):
+
+class _LogReader(object):
+    """`log` (or a console capture): the release, the panic lines with the
+    oops' RIP, the first call trace."""
+
+    def __init__(self, session):
+        self.s = session
+        self.trace_state = None
+
+    def panic_line(self, line, body):
+        """True if the line says the kernel died."""
         s = self.s
-        stripped = line.strip()
-        if not stripped or stripped.startswith("WARNING:"):
-            return
         if s.release is None:
             m = _RELEASE.search(line)
             if m:
                 s.release = m.group(1)
-        body = _LOG_TS.sub("", line)
-        if _PANIC.search(body) and "RIP: 0033:" not in body:
-            self.seen_any = True
-            text = body.strip()
-            if text not in s.panic:
-                s.panic.append(text)
-            m = _LOG_RIP.search(body)
-            if m and s.log_rip is None:
-                s.log_rip = (m.group(1), m.group(2))
-            return
-        if len(body) != len(line):
-            self.log_line(body)         # a kernel log line: nothing else in it
-            return
-        m = _PID.match(line)
-        if m:
-            self.seen_any = True
-            self.end_bt()
-            self.bt = []
-            self.bt_pid = int(m.group(1))
-            return
-        m = _FRAME.match(line)
-        if m:
-            self.seen_any = True
-            if self.bt is None:
-                self.bt = []
-            fn, _plus, off = m.group(3).partition("+")      # `bt -s`: fn+off
-            f = Frame(stripped, fn, index=int(m.group(1)), sp=int(m.group(2), 16),
-                      address=int(m.group(4), 16), module=m.group(5), offset=off or None)
-            self.bt.append(f)
-            self.last_frame = f
-            return
-        m = _EXC_RIP.search(line)
-        if m:
-            self.seen_any = True
-            if self.bt is None:
-                self.bt = []
-            f = Frame(stripped, m.group(1), exception=True, offset=m.group(2))
-            self.bt.append(f)
-            self.last_frame = f
-            return
-        if _STACK_SWITCH.match(line):
-            if self.bt is not None:
-                f = Frame(stripped, None)
-                self.bt.append(f)
-                self.last_frame = f
-            return
-        if self.bt is not None and _REG_LINE.match(line):
-            if self.last_frame is not None:
-                for reg, val in _REGS.findall(line):
-                    self.last_frame.regs.setdefault(reg, int(val, 16))
-            return
-        m = _MEM.match(line)
-        if m:
-            addr = int(m.group(1), 16)
-            if self.memory_line(addr, m.group(2), lineno):
-                self.seen_any = True
-                return
-        m = _EVAL.match(line)
-        if m and self.cmd and self.cmd.split()[0] == "eval":
-            self.seen_any = True
-            kind, val = m.group(1), m.group(2)
-            if kind == "hexadecimal" and _is_hex(val):
-                s.values.append((self.cmd, int(val, 16)))
-            return
-        m = _P_VALUE.match(line)
-        if m:
-            self.seen_any = True
-            val = m.group(2)
-            num = _num(val)
-            if num is None:
-                tail = val.split(")")[-1].strip() if val.startswith("(") else ""
-                num = _num(tail)
-            s.values.append((self.cmd, num if num is not None else val))
-            if self.cmd_p and num is not None:
-                typ, addr, member = self.cmd_p
-                obj = _Object(typ, addr, "line %d" % lineno)
-                obj.fields[member] = num
-                self.objects.append(obj)
-            return
-        m = _MEMBER.match(line)
-        if m and (self.cmd_type or self.cmd is None):
-            name, val = m.group(1), m.group(2)
-            if name in SKB_FIELDS or name in SHINFO_FIELDS:
-                num = _num(val)
-                if num is not None:
-                    self.seen_any = True
-                    self.member_line(name, num, lineno)
-                    return
-        m = _CRASH_ERR.match(line)
-        if m and ("invalid" in line or "not" in line or "error" in line.lower()):
-            s.note("crash said (line %d): %s" % (lineno, stripped))
-            return
-        self.log_line(body)
+        if not (_PANIC.search(body) and "RIP: 0033:" not in body):
+            return False
+        text = body.strip()
+        if text not in s.panic:
+            s.panic.append(text)
+        m = _LOG_RIP.search(body)
+        if m and s.log_rip is None:
+            s.log_rip = (m.group(1), m.group(2))
+        return True
 
     def log_line(self, body):
         """The first call trace of the kernel log, function names only
@@ -865,159 +844,244 @@ class _Parser(object):
             return
         self.trace_state = "done"
 
-    def member_line(self, name, num, lineno):
-        """`struct sk_buff.len,data_len ADDR` output, one member a line."""
-        typ = self.cmd_type or ("skb_shared_info" if name in SHINFO_FIELDS else "sk_buff")
-        addr = self.cmd_addrs[0] if self.cmd_addrs else None
-        for obj in reversed(self.objects):
-            if obj.typ == typ and obj.addr == addr and obj.where.startswith("member"):
-                obj.fields[name] = num
-                return
-        obj = _Object(typ, addr, "member line %d" % lineno)
-        obj.fields[name] = num
-        self.objects.append(obj)
-        if addr is None:
-            self.s.note("line %d: `%s = ...` without a command naming its %s" % (
-                lineno, name, typ))
 
-    # -- assembling
-    def finish(self):
+class _Parser(object):
+    """One pass over the text: each prompt starts a command, each line goes
+    to the reader of the command output it looks like."""
+
+    def __init__(self):
+        self.s = CrashSession()
+        self.cmd = None
+        self.seen_any = False
+        self.structs = _StructReader(self.s)
+        self.bt = _BacktraceReader(self.s)
+        self.memory = _MemoryReader(self.s)
+        self.log = _LogReader(self.s)
+
+    def command(self, text):
+        self.cmd = text.strip()
+        self.s.commands.append(self.cmd)
+        self.bt.end()
+        self.structs.start(self.cmd)
+
+    def run(self, lines):
+        i = 0
+        n = len(lines)
+        while i < n:
+            line = lines[i]
+            lineno = i + 1
+            if len(line) > MAX_LINE:
+                self.s.note("line %d: longer than %d characters, skipped" % (lineno, MAX_LINE))
+                i += 1
+                continue
+            line = line.replace("\x00", "")
+            m = _PROMPT.match(line)
+            if m:
+                self.seen_any = True
+                self.command(m.group(1))
+                i += 1
+                continue
+            m = _STRUCT_HEAD.match(line)
+            if m:
+                self.seen_any = True
+                self.bt.end()
+                i = self.structs.struct_block(lines, i, m.group(1), lineno)
+                continue
+            m = _P_STRUCT_HEAD.match(line)
+            if m:
+                self.seen_any = True
+                typ = self.structs.cmd_type or "unknown"
+                i = self.structs.struct_block(lines, i, typ, lineno)
+                continue
+            i += 1
+            self.line(line, lineno)
+        self.bt.end()
+
+    def line(self, line, lineno):
         s = self.s
-        self.merge_memory()
-        skbs = {}
-        shinfos = {}
-        orphan_skbs = []
-        orphan_shinfos = []
-        for obj in self.objects:
-            if not obj.fields and obj.frags is None:
-                continue
-            if obj.typ == "sk_buff":
-                target = skbs.setdefault(obj.addr, SkbState(obj.addr)) \
-                    if obj.addr is not None else None
-                if target is None:
-                    target = SkbState(None)
-                    orphan_skbs.append(target)
-                self.apply_skb(target, obj)
-            elif obj.typ == "skb_shared_info":
-                if obj.addr is None:
-                    st = SkbState(None)
-                    self.apply_shinfo(st, obj)
-                    orphan_shinfos.append(st)
-                    continue
-                d = shinfos.setdefault(obj.addr, {})
-                for k, v in obj.fields.items():
-                    if k in SHINFO_FIELDS:
-                        if k in d and d[k] != v:
-                            s.note("skb_shared_info 0x%x: %s printed as %d and as %d; "
-                                   "keeping the later" % (obj.addr, k, d[k], v))
-                        d[k] = v
-                if obj.frags is not None:
-                    d["frags"] = obj.frags
-            else:
-                continue
-        claimed = set()
-        for st in list(skbs.values()) + orphan_skbs:
-            self.normalise(st)
-            sh = self.shinfo_addr(st)
-            st.shinfo_addr = sh
-            if sh is not None and sh in shinfos:
-                claimed.add(sh)
-                for k, v in shinfos[sh].items():
-                    if getattr(st, k) is not None and getattr(st, k) != v:
-                        st.notes.append("%s: struct sk_buff printed %s, skb_shared_info %s; "
-                                        "using skb_shared_info's" % (k, getattr(st, k), v))
-                    setattr(st, k, v)
-        for addr, d in shinfos.items():
-            if addr in claimed:
-                continue
-            st = SkbState(None)
-            st.shinfo_addr = addr
-            for k, v in d.items():
-                setattr(st, k, v)
-            st.notes.append("struct skb_shared_info 0x%x: no skb printed whose head + end "
-                            "is this address" % addr)
-            orphan_shinfos.append(st)
-        for st in orphan_shinfos:
-            if st.shinfo_addr is None:
-                st.notes.append("struct skb_shared_info printed without an address: "
-                                "attached to no skb")
-        for st in list(skbs.values()) + orphan_skbs + orphan_shinfos:
-            self.frags_bytes(st)
-        s.skbs = skbs
-        s.orphans = orphan_skbs + orphan_shinfos
-        s.shinfos = shinfos
-        if s.frames:
-            s.backtrace = [f.text for f in s.frames]
-        if s._dropped:
-            s.errors.append("... and %d more notes" % s._dropped)
-        return s
+        stripped = line.strip()
+        if not stripped or stripped.startswith("WARNING:"):
+            return
+        body = _LOG_TS.sub("", line)
+        if self.log.panic_line(line, body):
+            self.seen_any = True
+            return
+        if len(body) != len(line):
+            self.log.log_line(body)         # a kernel log line: nothing else in it
+            return
+        if self.bt.line(line, stripped):
+            self.seen_any = True
+            return
+        if self.bt.quiet_line(line, stripped):
+            return
+        m = _MEM.match(line)
+        if m:
+            addr = int(m.group(1), 16)
+            if self.memory.memory_line(addr, m.group(2), lineno):
+                self.seen_any = True
+                return
+        m = _EVAL.match(line)
+        if m and self.cmd and self.cmd.split()[0] == "eval":
+            self.seen_any = True
+            kind, val = m.group(1), m.group(2)
+            if kind == "hexadecimal" and _is_hex(val):
+                s.values.append((self.cmd, int(val, 16)))
+            return
+        m = _P_VALUE.match(line)
+        if m:
+            self.seen_any = True
+            val = m.group(2)
+            num = _num(val)
+            if num is None:
+                tail = val.split(")")[-1].strip() if val.startswith("(") else ""
+                num = _num(tail)
+            s.values.append((self.cmd, num if num is not None else val))
+            self.structs.p_member(num, lineno)
+            return
+        m = _MEMBER.match(line)
+        if m and (self.structs.cmd_type or self.cmd is None):
+            name, val = m.group(1), m.group(2)
+            if name in SKB_FIELDS or name in SHINFO_FIELDS:
+                num = _num(val)
+                if num is not None:
+                    self.seen_any = True
+                    self.structs.member_line(name, num, lineno)
+                    return
+        m = _CRASH_ERR.match(line)
+        if m and ("invalid" in line or "not" in line or "error" in line.lower()):
+            s.note("crash said (line %d): %s" % (lineno, stripped))
+            return
+        self.log.log_line(body)
 
-    def apply_skb(self, st, obj):
-        for k, v in obj.fields.items():
-            if k in SHINFO_FIELDS:
-                st.notes.append("%s printed inside struct sk_buff (%s): it is a struct "
-                                "skb_shared_info member in 4.18 and 6.x; taken as given"
-                                % (k, obj.where))
-            old = getattr(st, k)
-            if old is not None and old != v:
-                st.notes.append("%s printed as %d and as %d; keeping the later" % (k, old, v))
+    def finish(self):
+        self.memory.merge()
+        return _assemble(self.s, self.structs.objects)
+
+
+# ---------------------------------------------------------------------------
+# the objects printed -> one SkbState per skb
+
+def _assemble(s, objects):
+    skbs = {}
+    shinfos = {}
+    orphan_skbs = []
+    orphan_shinfos = []
+    for obj in objects:
+        if not obj.fields and obj.frags is None:
+            continue
+        if obj.typ == "sk_buff":
+            target = skbs.setdefault(obj.addr, SkbState(obj.addr)) \
+                if obj.addr is not None else None
+            if target is None:
+                target = SkbState(None)
+                orphan_skbs.append(target)
+            _apply_skb(target, obj)
+        elif obj.typ == "skb_shared_info":
+            if obj.addr is None:
+                st = SkbState(None)
+                _apply_shinfo(st, obj)
+                orphan_shinfos.append(st)
+                continue
+            d = shinfos.setdefault(obj.addr, {})
+            for k, v in obj.fields.items():
+                if k in SHINFO_FIELDS:
+                    if k in d and d[k] != v:
+                        s.note("skb_shared_info 0x%x: %s printed as %d and as %d; "
+                               "keeping the later" % (obj.addr, k, d[k], v))
+                    d[k] = v
+            if obj.frags is not None:
+                d["frags"] = obj.frags
+        else:
+            continue
+    claimed = set()
+    for st in list(skbs.values()) + orphan_skbs:
+        _normalise(st)
+        sh = _shinfo_addr(st)
+        st.shinfo_addr = sh
+        if sh is not None and sh in shinfos:
+            claimed.add(sh)
+            for k, v in shinfos[sh].items():
+                if getattr(st, k) is not None and getattr(st, k) != v:
+                    st.notes.append("%s: struct sk_buff printed %s, skb_shared_info %s; "
+                                    "using skb_shared_info's" % (k, getattr(st, k), v))
+                setattr(st, k, v)
+    for addr, d in shinfos.items():
+        if addr in claimed:
+            continue
+        st = SkbState(None)
+        st.shinfo_addr = addr
+        for k, v in d.items():
             setattr(st, k, v)
-        if obj.frags is not None:
-            st.frags = obj.frags
-        st.notes.extend(obj.notes)
+        st.notes.append("struct skb_shared_info 0x%x: no skb printed whose head + end "
+                        "is this address" % addr)
+        orphan_shinfos.append(st)
+    for st in orphan_shinfos:
+        if st.shinfo_addr is None:
+            st.notes.append("struct skb_shared_info printed without an address: "
+                            "attached to no skb")
+    for st in list(skbs.values()) + orphan_skbs + orphan_shinfos:
+        _frags_bytes(st)
+    s.skbs = skbs
+    s.orphans = orphan_skbs + orphan_shinfos
+    s.shinfos = shinfos
+    if s.frames:
+        s.backtrace = [f.text for f in s.frames]
+    if s._dropped:
+        s.errors.append("... and %d more notes" % s._dropped)
+    return s
 
-    def apply_shinfo(self, st, obj):
-        for k, v in obj.fields.items():
-            if k in SHINFO_FIELDS:
-                setattr(st, k, v)
-        if obj.frags is not None:
-            st.frags = obj.frags
-        st.notes.extend(obj.notes)
 
-    def normalise(self, st):
-        if st.protocol is not None:
-            st.protocol = ((st.protocol & 0xff) << 8) | ((st.protocol >> 8) & 0xff)
-        if st.encapsulation is not None:
-            st.encapsulation &= 1
-        for k in ("tail", "end"):
-            v = getattr(st, k)
-            if v is not None and st.head is not None and v >= st.head and v > 0xffffffff:
-                setattr(st, k, v - st.head)
-                st.notes.append("%s printed as a pointer (0x%x): taken as offset %d from head"
-                                % (k, v, v - st.head))
+def _apply_skb(st, obj):
+    for k, v in obj.fields.items():
+        if k in SHINFO_FIELDS:
+            st.notes.append("%s printed inside struct sk_buff (%s): it is a struct "
+                            "skb_shared_info member in 4.18 and 6.x; taken as given"
+                            % (k, obj.where))
+        old = getattr(st, k)
+        if old is not None and old != v:
+            st.notes.append("%s printed as %d and as %d; keeping the later" % (k, old, v))
+        setattr(st, k, v)
+    if obj.frags is not None:
+        st.frags = obj.frags
+    st.notes.extend(obj.notes)
 
-    def shinfo_addr(self, st):
-        if st.head is None or st.end is None:
-            return None
-        return (st.head + st.end) & 0xffffffffffffffff
 
-    def frags_bytes(self, st):
-        if st.frags is not None and st.nr_frags is not None:
-            st.frags_bytes = rules.frags_bytes(st.frags, st.nr_frags)
-            if (st.nr_frags & 0xff) > len(st.frags):
-                st.notes.append("nr_frags %d but %d frags printed" % (st.nr_frags,
-                                                                       len(st.frags)))
-        elif st.nr_frags == 0:
-            st.frags_bytes = 0
+def _apply_shinfo(st, obj):
+    for k, v in obj.fields.items():
+        if k in SHINFO_FIELDS:
+            setattr(st, k, v)
+    if obj.frags is not None:
+        st.frags = obj.frags
+    st.notes.extend(obj.notes)
 
-    def merge_memory(self):
-        chunks = sorted(self.mem_chunks, key=lambda c: (c[0], c[2]))
-        merged = []
-        conflicts = 0
-        for addr, data, _ln in chunks:
-            if merged and addr <= merged[-1][0] + len(merged[-1][1]):
-                start, buf = merged[-1]
-                off = addr - start
-                overlap = buf[off:off + len(data)]
-                if overlap != data[:len(overlap)]:
-                    conflicts += 1
-                buf[off:off + len(data)] = data
-            else:
-                merged.append((addr, bytearray(data)))
-        if conflicts:
-            self.s.note("memory: %d dump lines disagree with an earlier dump of the same "
-                        "addresses; the later one is kept" % conflicts)
-        self.s.memory = dict((a, bytes(b)) for a, b in merged)
+
+def _normalise(st):
+    if st.protocol is not None:
+        st.protocol = ((st.protocol & 0xff) << 8) | ((st.protocol >> 8) & 0xff)
+    if st.encapsulation is not None:
+        st.encapsulation &= 1
+    for k in ("tail", "end"):
+        v = getattr(st, k)
+        if v is not None and st.head is not None and v >= st.head and v > 0xffffffff:
+            setattr(st, k, v - st.head)
+            st.notes.append("%s printed as a pointer (0x%x): taken as offset %d from head"
+                            % (k, v, v - st.head))
+
+
+def _shinfo_addr(st):
+    if st.head is None or st.end is None:
+        return None
+    return (st.head + st.end) & 0xffffffffffffffff
+
+
+def _frags_bytes(st):
+    if st.frags is not None and st.nr_frags is not None:
+        st.frags_bytes = rules.frags_bytes(st.frags, st.nr_frags)
+        if (st.nr_frags & 0xff) > len(st.frags):
+            st.notes.append("nr_frags %d but %d frags printed" % (st.nr_frags,
+                                                                   len(st.frags)))
+    elif st.nr_frags == 0:
+        st.frags_bytes = 0
 
 
 def _is_hex(t):

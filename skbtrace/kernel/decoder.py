@@ -6,7 +6,7 @@ import errno
 import socket
 import struct
 
-from skbtrace import event
+from skbtrace.kernel import event
 
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD

@@ -8,6 +8,8 @@ HOOK_<KIND>(...) lines; hook ids are positions in the tool's table.
 """
 import re
 
+from skbtrace.kernel import event as ev
+
 # Backends: how a hook is attached (bpf/skb_common.h, <BACKEND>_ENTER/_RUN).
 KPROBE, FENTRY = "kprobe", "fentry"
 BACKENDS = (KPROBE, FENTRY)
@@ -179,7 +181,6 @@ def by_id(hooks):
 
 
 def detector_hooks():
-    from skbtrace import event as ev
     return table([
         Hook("receive_buf", VIRTIO_BRACKET, "VIRTIO_RX", skb=None, module="virtio_net",
              flags=ev.EV_VIRTIO_RX,

@@ -30,8 +30,8 @@ real fixtures.
 """
 from collections import OrderedDict
 
-from skbtrace import detector, event, hooks, rules
-from skbtrace.pm_sources import DETECTOR, WATCHER
+from skbtrace.kernel import event, hooks, rules, udp_tunnel
+from skbtrace.postmortem.sources import DETECTOR, WATCHER
 
 BIRTH, PATH, SEG = 0, 1, 2
 
@@ -195,12 +195,12 @@ class Life(object):
         origin = obs.origin
         on_entry = bool(origin and origin[2])
         if obs.tunnel == "added":
-            pattern = "C" if on_entry else detector.PATTERN_OF_EVENT.get(obs.event, "C")
+            pattern = "C" if on_entry else udp_tunnel.PATTERN_OF_EVENT.get(obs.event, "C")
             self.setter = _setter(obs.function, obs.event, pattern, "set", obs, obs.time_text)
         elif origin and self.setter is None and obs.tunnel != "set_by_enclosing":
             fn, age = origin[0], origin[1]
             ev = obs.event if fn == obs.function else DETECTOR_EVENT_OF.get(fn, "")
-            pattern = "C" if on_entry else detector.PATTERN_OF_EVENT.get(ev, "C")
+            pattern = "C" if on_entry else udp_tunnel.PATTERN_OF_EVENT.get(ev, "C")
             when = None
             if obs.t is not None and age is not None:
                 when = "%s - %dus" % (obs.time_text, age)
@@ -304,7 +304,7 @@ def _setter(function, ev, pattern, how, obs, when):
 # Seed 000's "Root Cause Decision Tree", condensed to one row per branch;
 # the branches it lacks come from seed 004 (Calico #11424: a BPF program's
 # bpf_skb_adjust_room sets the bit, its bpf_skb_pull_data empties frag_list)
-# and the detector's patterns (skbtrace.detector.PATTERNS: A-E).
+# and the detector's patterns (skbtrace.kernel.udp_tunnel.PATTERNS: A-E).
 SETTER_TREE = OrderedDict([
     ("A", "virtio GSO type conversion: check drivers/net/virtio_net.c receive_buf() and the "
           "host's virtio header (seed 000)"),

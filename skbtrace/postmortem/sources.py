@@ -12,10 +12,10 @@ prefix.
   tool logs     both tools' text lines (default and --verbose, with their
                 `  -> Flow:` and stack lines) and --json records: one
                 Observation per event, in the order of the file
-  flight        SKBFR1 records (skbtrace.flightrec.parse)
+  flight        SKBFR1 records (skbtrace.kernel.flightrec.parse)
   oops          BUG/Oops/RIP/Call Trace/registers, and the ftrace dump an
                 oops printed (the records in it belong to that oops)
-  crash         text saved from `crash`: handed whole to skbtrace.crashdump
+  crash         text saved from `crash`: handed whole to skbtrace.postmortem.crashdump
 
 Errors a user can fix (unreadable, empty, binary, corrupt gzip) are
 InputError: one line, exit 2.
@@ -30,8 +30,8 @@ import sys
 import tempfile
 import zlib
 
-from skbtrace import event, flightrec, hooks
-from skbtrace import crashdump
+from skbtrace.kernel import event, flightrec, hooks
+from skbtrace.postmortem import crashdump
 from skbtrace.errors import UserError
 
 WATCHER = "skb_frag_list_watcher"
@@ -625,7 +625,7 @@ _PANIC_RE = re.compile(r"\bKernel panic - not syncing: .*$")
 _CPU_RE = re.compile(r"\bCPU: (\d+) PID: (\d+) Comm: (.+?) +(?:Not tainted|Tainted: [A-Z ]*?) *"
                      r"(\d+\.\d+[^\s#]*) #")
 # An oops's RIP and call-trace lines are read with the crash reader's own
-# patterns (skbtrace.crashdump reads them from `crash> log`), after what
+# patterns (skbtrace.postmortem.crashdump reads them from `crash> log`), after what
 # precedes a console line's text: printk's time, journalctl's "kernel:".
 _PREFIX_RE = re.compile(r"^(?:\s*\[[^\]]*\]|.*?\bkernel:)")
 _REG_RE = re.compile(r"\b(R[A-Z0-9]{1,2}): ([0-9a-f]{16})\b")

@@ -6,7 +6,7 @@ CPU buffer (perf_submit failures counted in the kernel) and in user space
 (bcc's lost callback)."""
 from collections import OrderedDict
 
-from skbtrace import event
+from skbtrace.kernel import event
 
 
 def lost_total(kernel, lost_cb_total):
@@ -35,7 +35,7 @@ class Stats(object):
         self.extra = OrderedDict()          # tool-specific "label: value" lines
         self.extra_lines = []               # tool-specific sections (the detector's verdict)
         self.extra_dict = {}
-        # The runner's fast path (skbtrace/fastpath.py) counts here instead of
+        # The runner's fast path (skbtrace/output/fastpath.py) counts here instead of
         # calling add(): one dict update per event, keyed by
         # raw_key(hook_id, event, severity); render() and to_dict() fold it
         # into the counts above first.

@@ -443,6 +443,7 @@ class _InNetns(object):
 
 def _ipr():
     try:
+        # pyroute2 is optional: only the STATIC section needs it
         from pyroute2 import IPRoute
     except ImportError:
         raise EnvError("the STATIC check needs pyroute2: install python3-pyroute2 "
@@ -491,6 +492,7 @@ def gather_fou():
     links. The family list is dumped first: asking for "fou" by name would
     autoload the module, and no family means no FOU ports."""
     try:
+        # optional, as in _ipr()
         from pyroute2.netlink import (genlmsg, ctrlmsg, NLM_F_REQUEST, NLM_F_DUMP,
                                       GENL_ID_CTRL, CTRL_CMD_GETFAMILY)
         from pyroute2.netlink.generic import GenericNetlinkSocket

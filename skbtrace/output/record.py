@@ -1,5 +1,5 @@
 """Every --json record leaves through dumps() (the events, as the tools run,
-through skbtrace/fastpath.py's templates, which write in the same
+through skbtrace/output/fastpath.py's templates, which write in the same
 identity()): events, statistics and the detector's static record all carry
 the host name and the boot id, so logs merged from a fleet (or from one node
 across reboots) stay attributable."""

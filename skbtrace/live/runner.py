@@ -3,12 +3,15 @@ poll, statistics on SIGINT/SIGTERM."""
 import signal
 import time
 
-from skbtrace import btf, event, flightrec, gso as gso_mod, hooks as hooks_mod, loader, record
-from skbtrace.clock import Clock, monotonic_ns
-from skbtrace.decoder import Decoder
+from skbtrace.kernel import btf, event, flightrec, gso as gso_mod, hooks as hooks_mod
+from skbtrace.live import flight_recorder, loader
+from skbtrace.output import record
+from skbtrace.output.clock import Clock, monotonic_ns
+from skbtrace.kernel.decoder import Decoder
 from skbtrace.errors import EnvError
-from skbtrace.formatter import Formatter
-from skbtrace.sink import ReaderGone, Sink, info
+from skbtrace.live.stats import Stats
+from skbtrace.output.formatter import Formatter
+from skbtrace.output.sink import ReaderGone, Sink, info
 
 POLL_MS = 100
 LAST_CHANGE_ENTRIES = 65536
@@ -56,7 +59,7 @@ class Tool(object):
                  "#define NR_STAGES %d" % max(1, len(self.stages)),
                  "#define RINGBUF_PAGES %d" % self.ring_pages]
         lines += ["#define STAGE_%s %d" % (n.upper(), i) for i, n in enumerate(self.stages)]
-        lines.append("#define FLIGHT_RECORDER %d" % flightrec.MODES.get(
+        lines.append("#define FLIGHT_RECORDER %d" % flight_recorder.MODES.get(
             getattr(self.args, "flight_recorder", None), event.FR_OFF))
         lines += self.gso.c_defines()
         lines += self.filters.c_defines()
@@ -145,7 +148,7 @@ def run(tool, formatter_cls=Formatter, stats=None):
         record.identity()       # host and boot id as they are at start
     recorder = None
     if args.flight_recorder:
-        recorder = flightrec.Recorder(args.flight_recorder, loader.tracefs_dir())
+        recorder = flight_recorder.Recorder(args.flight_recorder, loader.tracefs_dir())
         recorder.check()
     tool.ring_pages = choose_buffer(args, bcc, tool.kernel_btf)
     loader.resolve_hooks(bcc.BPF, tool.hooks)
@@ -260,13 +263,12 @@ def _trace(tool, program, formatter_cls, stats, sink, clock, recorder, rotate):
     formatter = formatter_cls(clock, tool.gso, verbose=args.verbose, json_mode=args.json,
                               tool=tool.name, stacks=args.stack_trace)
     if stats is None:
-        from skbtrace.stats import Stats
         stats = Stats(tool.hooks, tool.event_names)
     stats.tool = tool.name
     stats.stacks = bool(args.stack_trace)
     stats.flight_recorder = args.flight_recorder
     stats.buffer = formatter.buffer = "ring" if tool.ring_pages else "perf"
-    # bytes -> the event's lines in one call (skbtrace/fastpath.py), written
+    # bytes -> the event's lines in one call (skbtrace/output/fastpath.py), written
     # at once; None: Decoder, Stats.add(), on_record() and Formatter.lines()
     handle = tool.handler(formatter, decoder.by_id, stats,
                           program.symbols if args.stack_trace else None)

@@ -10,7 +10,8 @@ import subprocess
 import sys
 import time
 
-from skbtrace import event, hooks as hooks_mod, paths
+from skbtrace.kernel import event, hooks as hooks_mod
+from skbtrace import paths
 from skbtrace.errors import EnvError
 
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
@@ -85,6 +86,8 @@ def headers_present(release):
 
 
 def import_bcc():
+    # lazy on purpose: --ebpf, --static-only, the post-mortem and the unit
+    # tests run where bcc is not installed
     try:
         import bcc
         from bcc import BPF  # noqa: F401
@@ -259,7 +262,6 @@ class ModuleWatch(object):
     INTERVAL_S = 5.0
 
     def __init__(self, hooks, clock=None):
-        import time
         self.clock = clock or time.monotonic
         self.waiting = {}       # module -> hook names
         for h in hooks:
@@ -440,7 +442,7 @@ class Program(object):
 
     def _program_names(self):
         try:
-            from bcc.libbcc import lib
+            from bcc.libbcc import lib     # lazy: bcc only where a program runs
             mod = self.bpf.module
             return set(lib.bpf_function_name(mod, i) for i in range(lib.bpf_num_functions(mod)))
         except Exception:

@@ -1,10 +1,10 @@
 """What each consistency rule means, for the output and the docs.
 
 The rules themselves run in the kernel (eval_rules() in bpf/skb_common.h);
-the bit values come from bpf/skb_event.h through skbtrace.event. evaluate()
+the bit values come from bpf/skb_event.h through skbtrace.kernel.event. evaluate()
 below mirrors them in Python for states read from a vmcore.
 """
-from skbtrace import event
+from skbtrace.kernel import event, gso
 
 TEXT = {
     "NULL_FRAGLIST_GSO": "frag_list NULL, gso_size>0, nr_frags 0, data_len 0 "
@@ -96,7 +96,6 @@ def _frags_bytes_of(state):
 
 def _kgso(gso_table):
     if gso_table is None:
-        from skbtrace import gso
         gso_table = gso.DEFAULT
     return (gso_table.bit("FRAGLIST"), gso_table.tunnel_mask())
 

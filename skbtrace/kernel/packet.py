@@ -44,11 +44,8 @@ skb->data (skb->data may be past mac_header, e.g. at tcp_gso_segment, or at
 it after skb_segment's __skb_push); a caplen below it means the rest is in
 page frags or the frag_list, not in the head.
 """
-import os
 import socket
 import struct
-
-from skbtrace.sink import open_output
 
 
 UNSET = 0xffff
@@ -639,24 +636,25 @@ def skb_packet(data, skb, start=0):
     return pkt, pkt.notes
 
 
-def write_pcap(path, packets, snaplen=SNAPLEN):
-    """Classic pcap (microsecond timestamps, LINKTYPE_ETHERNET). packets:
-    PcapPacket or plain bytes. Returns the number of records written."""
+def write_pcap(f, packets, snaplen=SNAPLEN):
+    """Classic pcap (microsecond timestamps, LINKTYPE_ETHERNET) into the
+    binary file f (the caller opens it: which files root may write is the
+    output wing's rule). packets: PcapPacket or plain bytes. Returns the
+    number of records written."""
     n = 0
-    with os.fdopen(open_output(path, append=False), "wb") as f:
-        f.write(struct.pack("<IHHiIII", PCAP_MAGIC, 2, 4, 0, 0, snaplen, LINKTYPE_ETHERNET))
-        for p in packets:
-            if not isinstance(p, PcapPacket):
-                if not isinstance(p, (bytes, bytearray)):
-                    raise PacketError("a packet must be PcapPacket or bytes")
-                p = PcapPacket(p)
-            data = p.data[:snaplen]
-            sec = int(p.ts)
-            usec = int(round((p.ts - sec) * 1e6)) % 1000000
-            orig = min(p.orig_len, 0xffffffff)
-            f.write(struct.pack("<IIII", sec & 0xffffffff, usec, len(data), orig))
-            f.write(data)
-            n += 1
+    f.write(struct.pack("<IHHiIII", PCAP_MAGIC, 2, 4, 0, 0, snaplen, LINKTYPE_ETHERNET))
+    for p in packets:
+        if not isinstance(p, PcapPacket):
+            if not isinstance(p, (bytes, bytearray)):
+                raise PacketError("a packet must be PcapPacket or bytes")
+            p = PcapPacket(p)
+        data = p.data[:snaplen]
+        sec = int(p.ts)
+        usec = int(round((p.ts - sec) * 1e6)) % 1000000
+        orig = min(p.orig_len, 0xffffffff)
+        f.write(struct.pack("<IIII", sec & 0xffffffff, usec, len(data), orig))
+        f.write(data)
+        n += 1
     return n
 
 

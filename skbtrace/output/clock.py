@@ -4,6 +4,8 @@ offset computation, so their logs can be merged line by line."""
 import json
 import time
 
+TIME_W = 15     # hms() is HH:MM:SS.uuuuuu: the TIME column's width
+
 
 def monotonic_ns():
     return int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1e9)
@@ -49,7 +51,7 @@ class Clock(object):
 
     def json_time(self, ts_ns):
         """iso() as json.dumps() writes it, in bytes: the --json fast path's
-        "time" (skbtrace/fastpath.py), without a str in between."""
+        "time" (skbtrace/output/fastpath.py), without a str in between."""
         t = ts_ns / 1e9 + self.offset
         secs = int(t)
         cached_secs, head, zone = self._json

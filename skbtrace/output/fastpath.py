@@ -30,8 +30,10 @@ import errno
 import json
 import struct
 
-from skbtrace import event, record
-from skbtrace.decoder import flow_text
+from skbtrace.kernel import event, udp_tunnel
+from skbtrace.output import record
+from skbtrace.kernel.decoder import flow_text
+from skbtrace.output.clock import TIME_W
 
 CACHE_MAX = 4096        # entries per cache; a full cache starts over
 SIZE = ctypes.sizeof(event.SkbEvent)
@@ -175,7 +177,6 @@ def watcher_handler(fmt, hooks_by_id, stats, symbols=None):
 
 
 def _watcher_text(fmt, hooks_by_id, stats, symbols):
-    from skbtrace.formatter import TIME_W
     texts = Texts(fmt, hooks_by_id)
     # what every line needs; --verbose reads the rest in a second unpack
     unpack = event.layout_struct(
@@ -459,7 +460,7 @@ def _watcher_json(fmt, hooks_by_id, stats, symbols):
 
 # --- skb_vxlan_source_detector --------------------------------------------------
 
-# detector.DetectorFormatter.event_detail(): hooks with a detail of their own
+# detector_formatter.DetectorFormatter.event_detail(): hooks with a detail of their own
 K_ADJUST_ROOM, K_GROW_SHRINK, K_CHANGE_PROTO, K_TUNNEL_OFFLOADS = 1, 2, 3, 4
 DETAIL_KINDS = {"bpf_skb_adjust_room": K_ADJUST_ROOM, "bpf_skb_net_grow": K_GROW_SHRINK,
                 "bpf_skb_net_shrink": K_GROW_SHRINK, "bpf_skb_change_proto": K_CHANGE_PROTO,
@@ -467,7 +468,7 @@ DETAIL_KINDS = {"bpf_skb_adjust_room": K_ADJUST_ROOM, "bpf_skb_net_grow": K_GROW
 
 
 def detector_handler(fmt, hooks_by_id, stats, symbols=None, verdict=None):
-    """The fast path of detector.DetectorFormatter; verdict: the Detector's
+    """The fast path of detector_formatter.DetectorFormatter; verdict: the Detector's
     Verdict, counted as Detector.on_record() counts it."""
     if fmt.json_mode:
         return _detector_json(fmt, hooks_by_id, stats, symbols, verdict)
@@ -477,11 +478,10 @@ def detector_handler(fmt, hooks_by_id, stats, symbols=None, verdict=None):
 def _verdict_counter(verdict):
     """Verdict.add() on an event's fields: (reasons, flags, new_origin,
     event name, function) -> None."""
-    from skbtrace import detector
     if verdict is None:
         return None
     by_setter = verdict.by_setter
-    pattern_of = detector.PATTERN_OF_EVENT
+    pattern_of = udp_tunnel.PATTERN_OF_EVENT
     tunnel_reasons = event.RSN_TUNNEL_MASK
     on_entry = event.F_ORIGIN_ON_ENTRY
 
@@ -496,7 +496,6 @@ def _verdict_counter(verdict):
 
 
 def _detector_text(fmt, hooks_by_id, stats, symbols, verdict):
-    from skbtrace import detector
     texts = Texts(fmt, hooks_by_id)
     # what every line needs; the virtio header and --verbose's fields in
     # second unpacks
@@ -525,9 +524,9 @@ def _detector_text(fmt, hooks_by_id, stats, symbols, verdict):
     flows, get_flow = texts.flows, texts.get_flow
     names = texts.names
     detail_kinds = DETAIL_KINDS
-    bit_names, vnet_gso_text = detector.bit_names, detector.vnet_gso_text
-    vnet_flag_bits, adj_flag_bits = detector.VNET_FLAGS, detector.ADJ_ROOM_FLAGS
-    adj_modes = detector.ADJ_ROOM_MODES
+    bit_names, vnet_gso_text = udp_tunnel.bit_names, udp_tunnel.vnet_gso_text
+    vnet_flag_bits, adj_flag_bits = udp_tunnel.VNET_FLAGS, udp_tunnel.ADJ_ROOM_FLAGS
+    adj_modes = udp_tunnel.ADJ_ROOM_MODES
     line1 = "%-15s %-3d %s| 0x%016x | %s |"
     line1_v = "%-15s %-3d %-16s %-7d %s| 0x%016x | %s |"
     virtio = (" virtio_gso=%s(0x%x) virtio_gso_size=%d hdr_len=%d csum_start=%d csum_offset=%d "
@@ -640,7 +639,6 @@ def _detector_text(fmt, hooks_by_id, stats, symbols, verdict):
 
 
 def _detector_json(fmt, hooks_by_id, stats, symbols, verdict):
-    from skbtrace import detector
     texts = Texts(fmt, hooks_by_id)
     unpack = event.layout_struct(DETECTOR_JSON_FIELDS).unpack_from
     stacks = fmt.stacks
@@ -660,12 +658,12 @@ def _detector_json(fmt, hooks_by_id, stats, symbols, verdict):
         last = texts.names.get(e.last_hook - 1)     # Record.last_function
         fj = FLAG_JSON[e.flags]
         before, after = e.gso_type_before & tunnel_mask, e.gso_type_after & tunnel_mask
-        if after and not before:        # detector.tunnel_change()
-            change = detector.ADDED_NESTED if last and not new_origin else detector.ADDED
+        if after and not before:        # udp_tunnel.tunnel_change()
+            change = udp_tunnel.ADDED_NESTED if last and not new_origin else udp_tunnel.ADDED
         elif before and not after:
-            change = detector.REMOVED
+            change = udp_tunnel.REMOVED
         elif before and after and not last:
-            change = detector.BY_ENCLOSING
+            change = udp_tunnel.BY_ENCLOSING
         else:
             change = None
         if last is None:
@@ -676,14 +674,14 @@ def _detector_json(fmt, hooks_by_id, stats, symbols, verdict):
                 fj[5] + b', "other_head": ' + fj[4] + b"}"
         pairs = sorted(common_pairs(fmt, texts, e, stacks) + [
             ("aux2", b"%d" % e.aux2), ("origin", origin),
-            ("tunnel_added", b"true" if change == detector.ADDED else b"false"),
+            ("tunnel_added", b"true" if change == udp_tunnel.ADDED else b"false"),
             ("tunnel_change", jenc(change) if change else b"null")])
         out = record_template(pairs, close=False)
         if e.flags & event.F_VNET_VALID:
             out += b', "virtio": {"csum_offset": %d, "csum_start": %d, "flags": %d, ' \
                 b'"gso_size": %d, "gso_type": %d, "gso_type_name": %s, "hdr_len": %d}' % (
                     e.vnet_csum_offset, e.vnet_csum_start, e.vnet_flags, e.vnet_gso_size,
-                    e.vnet_gso_type, lit(jenc(detector.vnet_gso_text(e.vnet_gso_type))),
+                    e.vnet_gso_type, lit(jenc(udp_tunnel.vnet_gso_text(e.vnet_gso_type))),
                     e.vnet_hdr_len)
         return out + b"}\n"
 
@@ -694,13 +692,13 @@ def _detector_json(fmt, hooks_by_id, stats, symbols, verdict):
         e = Fields(data)
         label = texts.labels.get(e.event << 16 | e.hook_id) or texts.get_label(
             e.event << 16 | e.hook_id)
-        # detector.is_new_origin() but for ts_ns == last_ts_ns, which the
+        # udp_tunnel.is_new_origin() but for ts_ns == last_ts_ns, which the
         # event itself tells
         may_be_origin = bool(e.last_hook) and e.last_hook - 1 == e.hook_id
         setter = None
         if may_be_origin:
             setter = ("C" if e.flags & event.F_ORIGIN_ON_ENTRY else
-                      detector.PATTERN_OF_EVENT.get(label.event, "C"), label.function)
+                      udp_tunnel.PATTERN_OF_EVENT.get(label.event, "C"), label.function)
         if len(templates) >= TEMPLATES_MAX:
             templates.clear()
         value = templates[key] = (

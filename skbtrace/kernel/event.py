@@ -7,6 +7,7 @@ the ctypes class SkbEvent. tests/unit check the layout against gcc.
 import ctypes
 import os
 import re
+import struct
 
 from skbtrace import paths
 
@@ -111,7 +112,6 @@ def layout_struct(names):
     "first:last" is the raw bytes from field first through field last, as
     one bytes object (a cache key). names: a list or a space-separated
     string, in the header's order."""
-    import struct
     if isinstance(names, str):
         names = names.split()
     wanted = [n.split(":", 1) if ":" in n else [n] for n in names]
