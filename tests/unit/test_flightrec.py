@@ -30,8 +30,13 @@ def injected_skb(lines):
     raise AssertionError("no injector line")
 
 
-@pytest.mark.parametrize("name", ["6.1-injected-plain.log", "6.1-injected-encap.log",
-                                  "5.10-injected-encap.log"])
+# SKBFR1 consoles (the layout before the first line carried the skb) and
+# SKBFR2 ones: the same reader
+V1 = ["6.1-injected-plain.log", "6.1-injected-encap.log", "5.10-injected-encap.log"]
+V2 = ["6.1-injected-encap-skbfr2.log"]
+
+
+@pytest.mark.parametrize("name", V1 + V2)
 def test_injected_panic_consoles_hold_both_tools_records(name):
     lines = console(name)
     recs = list(flightrec.parse(lines))
@@ -50,6 +55,23 @@ def test_injected_panic_consoles_hold_both_tools_records(name):
     if "encap" in name:
         assert by_tool["skb_vxlan_source_detector"].history == "bpf_skb_adjust_room"
         assert by_tool["skb_frag_list_watcher"].int_field("gso_type") == 0x403
+    assert set(r.prefix for r in recs) == {"SKBFR2" if name in V2 else "SKBFR1"}
+
+
+@pytest.mark.parametrize("name", V1 + V2)
+def test_grep_critical_alone_names_the_skb_from_version_2_on(name):
+    """Issue 21: `grep CRITICAL console.log` must show the skb and the hook,
+    not only the finding. SKBFR1's first line did not; SKBFR2's does."""
+    lines = console(name)
+    skb = injected_skb(lines)
+    crit = [l for l in lines if "CRITICAL" in l]
+    named = [l for l in crit if "hook=skb_segment skb=0x%x" % skb in l]
+    if name in V2:
+        assert sorted(re.search(r" 1/7 (\S+) ", l).group(1) for l in named) == [
+            "skb_frag_list_watcher", "skb_vxlan_source_detector"]
+        assert len(named) == len(crit)
+    else:
+        assert crit and not named and not [l for l in crit if "%x" % skb in l]
 
 
 def test_natural_panic_console_names_the_seglist_state():
@@ -62,8 +84,9 @@ def test_natural_panic_console_names_the_seglist_state():
     assert r.history == "bpf_skb_pull_data" and r.int_field("age_us") > 0
 
 
-def test_records_render_as_the_tools_lines():
-    recs = list(flightrec.parse(console("6.1-injected-encap.log")))
+@pytest.mark.parametrize("name", ["6.1-injected-encap.log", "6.1-injected-encap-skbfr2.log"])
+def test_records_render_as_the_tools_lines(name):
+    recs = list(flightrec.parse(console(name)))
     w = [r for r in recs if r.tool == "skb_frag_list_watcher"][0]
     d = [r for r in recs if r.tool == "skb_vxlan_source_detector"][0]
     f = Formatter(flightrec.UptimeClock(), gso.DEFAULT)
