@@ -33,7 +33,7 @@ def injected_skb(lines):
 # SKBFR1 consoles (the layout before the first line carried the skb) and
 # SKBFR2 ones: the same reader
 V1 = ["6.1-injected-plain.log", "6.1-injected-encap.log", "5.10-injected-encap.log"]
-V2 = ["6.1-injected-encap-skbfr2.log"]
+V2 = ["6.1-injected-encap-skbfr2.log", "5.10-injected-encap-skbfr2.log"]
 
 
 @pytest.mark.parametrize("name", V1 + V2)
@@ -74,10 +74,16 @@ def test_grep_critical_alone_names_the_skb_from_version_2_on(name):
         assert crit and not named and not [l for l in crit if "%x" % skb in l]
 
 
-def test_natural_panic_console_names_the_seglist_state():
-    recs = list(flightrec.parse(console("5.10-natural-pull-data.log")))
+@pytest.mark.parametrize("name", ["5.10-natural-pull-data.log",
+                                  "5.10-natural-pull-data-skbfr2.log"])
+def test_natural_panic_console_names_the_seglist_state(name):
+    lines = console(name)
+    recs = list(flightrec.parse(lines))
     assert len(recs) == 1
     r = recs[0]
+    crit = [l for l in lines if "CRITICAL" in l]
+    assert ("hook=skb_segment_list skb=0x%x" % r.int_field("skb") in crit[0]) == (
+        r.prefix == "SKBFR2")
     assert r.severity == "CRITICAL" and r.field("hook") == "skb_segment_list"
     assert event.reason_names(r.int_field("reasons")) == [
         "NULL_FRAGLIST_GSO", "FRAGLIST_NO_LIST", "SEGLIST_NO_LIST"]
