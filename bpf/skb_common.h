@@ -937,7 +937,7 @@ static __always_inline void flight_record(struct skb_event *ev, int tunnel_sette
 #if FLIGHT_RECORDER
 	int crash = (ev->reasons & RSN_CRASH_MASK) != 0;
 
-	/* one inlined fr_write: its seven printk call sites are most of the
+	/* one inlined fr_write: its nine printk call sites are most of the
 	 * recorder's instructions */
 	if (crash || (FLIGHT_RECORDER == FR_ALL && (ev->severity || tunnel_setter)))
 		fr_write(ev, crash, ev->last_hook, ev->last_ts_ns);
