@@ -822,9 +822,12 @@ static __always_inline void submit(void *ctx, struct skb_event *ev)
  * the kernel's trace buffer by the BPF program itself, which
  * kernel.ftrace_dump_on_oops prints on the console from the oops' die
  * notifier, before kdump or the panic. bpf_trace_printk takes three
- * arguments on 4.18 and one %s: a record is FR_LINES lines tied by a
- * sequence number (tool << 31 | CPU << 24 | per-CPU count). Names come from fr_names,
- * which the loader fills (hook, event and severity names).
+ * arguments and one %s before 5.13 (4.18, 5.10): a record is FR_LINES lines
+ * tied by a sequence number (tool << 31 | CPU << 24 | per-CPU count). Names
+ * come from fr_names, which the loader fills (hook, event and history names).
+ * The first line must answer `grep CRITICAL` alone: severity and tool are
+ * literals of its format (one call site per severity), which leaves its three
+ * arguments to the sequence number, the hook (the %s) and the skb.
  */
 #ifndef FLIGHT_RECORDER
 #define FLIGHT_RECORDER FR_OFF
@@ -904,19 +907,23 @@ static __always_inline void fr_write(struct skb_event *ev, int crash, u16 hist_h
 		return;
 	}
 	seq = ((u32)FR_TOOL_ID << 31) | ((ev->cpu & 0x7f) << 24) | (u32)n;
-	FR_LINE("1/7 " FR_TOOL " %s reasons=0x%x",
-		fr_name(FR_SEV_BASE + (ev->severity > SEV_CRITICAL ? 0 : ev->severity)),
+	if (ev->severity == SEV_CRITICAL)
+		FR_LINE("1/7 " FR_TOOL " CRITICAL hook=%s skb=0x%llx", fr_name(ev->hook_id), ev->skb);
+	else if (ev->severity == SEV_WARNING)
+		FR_LINE("1/7 " FR_TOOL " WARNING hook=%s skb=0x%llx", fr_name(ev->hook_id), ev->skb);
+	else
+		FR_LINE("1/7 " FR_TOOL " - hook=%s skb=0x%llx", fr_name(ev->hook_id), ev->skb);
+	FR_LINE("2/7 event=%s reasons=0x%x", fr_name(FR_EVENT_BASE + (ev->event & 15)),
 		ev->reasons);
-	FR_LINE("2/7 hook=%s skb=0x%llx", fr_name(ev->hook_id), ev->skb);
-	FR_LINE("3/7 event=%s len=%u", fr_name(FR_EVENT_BASE + (ev->event & 15)), ev->len);
-	FR_LINE("4/7 data_len=%u nr_frags=%u",
-		after ? ev->data_len_after : ev->data_len_before,
-		after ? ev->nr_frags_after : ev->nr_frags_before);
-	FR_LINE("5/7 frag_list=0x%llx gso_size=%u",
-		after ? ev->frag_list_after : ev->frag_list_before,
-		after ? ev->gso_size_after : ev->gso_size_before);
-	FR_LINE("6/7 gso_type=0x%x flags=0x%x",
-		after ? ev->gso_type_after : ev->gso_type_before, ev->flags);
+	FR_LINE("3/7 len=%u data_len=%u", ev->len,
+		after ? ev->data_len_after : ev->data_len_before);
+	FR_LINE("4/7 nr_frags=%u frag_list=0x%llx",
+		after ? ev->nr_frags_after : ev->nr_frags_before,
+		after ? ev->frag_list_after : ev->frag_list_before);
+	FR_LINE("5/7 gso_size=%u gso_type=0x%x",
+		after ? ev->gso_size_after : ev->gso_size_before,
+		after ? ev->gso_type_after : ev->gso_type_before);
+	FR_LINE("6/7 flags=0x%x", ev->flags);
 	FR_LINE("7/7 " FR_HIST "=%s age_us=%llu",
 		fr_name(hist_hook ? hist_hook - 1 : FR_SEV_BASE + 3),
 		hist_hook && hist_ts ? (ev->ts_ns - hist_ts) / 1000 : 0);
@@ -928,10 +935,12 @@ static __always_inline void fr_write(struct skb_event *ev, int crash, u16 hist_h
 static __always_inline void flight_record(struct skb_event *ev, int tunnel_setter)
 {
 #if FLIGHT_RECORDER
-	if (ev->reasons & RSN_CRASH_MASK)
-		fr_write(ev, 1, ev->last_hook, ev->last_ts_ns);
-	else if (FLIGHT_RECORDER == FR_ALL && (ev->severity || tunnel_setter))
-		fr_write(ev, 0, ev->last_hook, ev->last_ts_ns);
+	int crash = (ev->reasons & RSN_CRASH_MASK) != 0;
+
+	/* one inlined fr_write: its nine printk call sites are most of the
+	 * recorder's instructions */
+	if (crash || (FLIGHT_RECORDER == FR_ALL && (ev->severity || tunnel_setter)))
+		fr_write(ev, crash, ev->last_hook, ev->last_ts_ns);
 #endif
 }
 

@@ -80,9 +80,10 @@
  * prints them on the console when the kernel dies before user space reads
  * the perf buffer. A record is FR_LINES lines "FR_PREFIX <seq> <n>/<FR_LINES>
  * key=value ...": at most 3 arguments per bpf_trace_printk on 4.18, one %s.
- * skbtrace/kernel/flightrec.py reads them back; change FR_PREFIX when the layout
- * changes. */
-#define FR_PREFIX        "SKBFR1"
+ * skbtrace/kernel/flightrec.py reads them back, this version and the older ones;
+ * change FR_PREFIX when the layout changes (SKBFR1: the first line had no
+ * skb address). */
+#define FR_PREFIX        "SKBFR2"
 #define FR_LINES         7
 #define FR_OFF           0
 #define FR_CRASH         1 /* records when the crash rule holds (default) */

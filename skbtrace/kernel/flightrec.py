@@ -11,15 +11,27 @@ Offline side: parse() finds those records anywhere in a text (console
 capture, dmesg, journalctl -k, crash> log) and turns them back into the
 tools' own records, so the same formatter prints them as text or JSON.
 
-Record layout (version 1, FR_PREFIX "SKBFR1", FR_LINES 7 lines, each
-"SKBFR1 <seq> <n>/7 ..."; seq is tool << 31 | CPU << 24 | per-CPU count):
+Record layout, version 2 (FR_PREFIX "SKBFR2", FR_LINES 7 lines, each
+"SKBFR2 <seq> <n>/7 ..."; seq is tool << 31 | CPU << 24 | per-CPU count).
+The first line alone answers `grep CRITICAL`: severity, tool, hook, skb.
+  1/7 <tool> <SEVERITY or -> hook=<name> skb=0x<64-bit address>
+  2/7 event=<EVENT> reasons=0x<hex>
+  3/7 len=<u> data_len=<u>
+  4/7 nr_frags=<u> frag_list=0x<hex>
+  5/7 gso_size=<u> gso_type=0x<hex>
+  6/7 flags=0x<hex>
+  7/7 last=<hook>|origin=<hook> age_us=<u>     (none: no history)
+Version 1 ("SKBFR1", still read: consoles kept from before) had the same
+fields in another order, the skb on the second line:
   1/7 <tool> <SEVERITY or -> reasons=0x<hex>
   2/7 hook=<name> skb=0x<64-bit address>
   3/7 event=<EVENT> len=<u>
   4/7 data_len=<u> nr_frags=<u>
   5/7 frag_list=0x<hex> gso_size=<u>
   6/7 gso_type=0x<hex> flags=0x<hex>
-  7/7 last=<hook>|origin=<hook> age_us=<u>     (none: no history)
+  7/7 last=<hook>|origin=<hook> age_us=<u>
+Every field is key=value but the first line's two words, so one reader
+serves both.
 """
 import re
 
@@ -45,7 +57,12 @@ def names_table(hooks):
 
 # --- offline: records back from any text --------------------------------------
 
-_LINE_RE = re.compile(re.escape(event.FR_PREFIX) + r" ([0-9a-f]{1,8}) ([1-9])/(\d) ?(.*?)\s*$")
+# every layout parse() reads, oldest first; the newest is what the BPF writes
+PREFIXES = ("SKBFR1", event.FR_PREFIX)
+# what all of them start with: a cheap test before the regular expression
+LINE_MARK = "SKBFR"
+_LINE_RE = re.compile("(%s)" % "|".join(re.escape(p) for p in PREFIXES) +
+                      r" ([0-9a-f]{1,8}) ([1-9])/(\d) ?(.*?)\s*$")
 # ftrace's own timestamp in front of the record: "1234.567890: ..." (trace
 # file, console dump with the default clock) or "123456789us : ..." (latency
 # format)
@@ -56,8 +73,9 @@ _KV_RE = re.compile(r"([a-z_]+)=(\S+)")
 class FlightRecord(object):
     """One record put back together from its lines."""
 
-    def __init__(self, seq):
+    def __init__(self, seq, prefix=event.FR_PREFIX):
         self.seq = seq
+        self.prefix = prefix        # the layout's version: one of PREFIXES
         self.parts = {}
         self.ts_ns = None           # ftrace's clock (uptime-like), when the text had it
         self.line_no = None         # where its first line was in the input
@@ -109,31 +127,33 @@ class FlightRecord(object):
 
 def parse(lines):
     """Yield FlightRecords from an iterable of text lines, in the order their
-    first line appears. A record is keyed by its sequence number; records of
-    one CPU never interleave (one BPF program at a time per CPU), so a new
-    1/7 line for a sequence number already seen starts a new record (a
-    restarted tool counts from 1 again). Incomplete records (the dump was cut)
+    first line appears, either version. A record is keyed by its version and
+    sequence number; records of one CPU never interleave (one BPF program at
+    a time per CPU), so a new 1/7 line for a sequence number already seen
+    starts a new record (a restarted tool counts from 1 again). Incomplete records (the dump was cut)
     are yielded too, with .complete False."""
     open_recs = {}
     done = []
     order = 0
     for n, line in enumerate(lines, 1):
-        if event.FR_PREFIX not in line:
+        if LINE_MARK not in line:
             continue
         m = _LINE_RE.search(line)
         if not m:
             continue
-        seq, part, total = int(m.group(1), 16), int(m.group(2)), int(m.group(3))
+        prefix = m.group(1)
+        seq, part, total = int(m.group(2), 16), int(m.group(3)), int(m.group(4))
         if total != event.FR_LINES or part > total:
             continue
-        rec = open_recs.get(seq)
+        key = (prefix, seq)
+        rec = open_recs.get(key)
         if part == 1 or rec is None or part in rec.parts:
-            rec = FlightRecord(seq)
+            rec = FlightRecord(seq, prefix)
             rec.line_no = n
-            open_recs[seq] = rec
+            open_recs[key] = rec
             done.append((order, rec))
             order += 1
-        rec.parts[part] = m.group(4)
+        rec.parts[part] = m.group(5)
         if rec.ts_ns is None:
             t = _TS_RE.search(line[:m.start()])
             if t:

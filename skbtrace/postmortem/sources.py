@@ -12,7 +12,7 @@ prefix.
   tool logs     both tools' text lines (default and --verbose, with their
                 `  -> Flow:` and stack lines) and --json records: one
                 Observation per event, in the order of the file
-  flight        SKBFR1 records (skbtrace.kernel.flightrec.parse)
+  flight        SKBFR2 / SKBFR1 records (skbtrace.kernel.flightrec.parse)
   oops          BUG/Oops/RIP/Call Trace/registers, and the ftrace dump an
                 oops printed (the records in it belong to that oops)
   crash         text saved from `crash`: handed whole to skbtrace.postmortem.crashdump
@@ -666,7 +666,7 @@ class KernelText(object):
 
     def __init__(self, src):
         self.src = src
-        self.fr_lines = []              # (line number, text) of SKBFR1 lines
+        self.fr_lines = []              # (line number, text) of flight-record lines
         self.oopses = []
         self.dumps = []                 # [first, last] line numbers
         self._oops = None
@@ -675,7 +675,7 @@ class KernelText(object):
         self.release = None
 
     def feed(self, n, line):
-        if event.FR_PREFIX in line:
+        if flightrec.LINE_MARK in line:
             self.fr_lines.append((n, line))
             if self._dump is not None:
                 self._dump[1] = n

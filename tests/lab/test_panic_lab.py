@@ -62,6 +62,12 @@ def records(lines, tool):
     return [r for r in flightrec.parse(lines) if r.tool == tool]
 
 
+def grep_critical(text, tool):
+    """What `grep CRITICAL console.log` shows of one tool: its records' first
+    lines, each with the hook and the full skb address."""
+    return [l for l in text.splitlines() if "CRITICAL" in l and " %s " % tool in l]
+
+
 def assert_rip(lines, fn):
     rip = [l for l in lines if "RIP: 0010:" in l]
     assert rip and re.search(r"RIP: 0010:%s\+0x" % fn, rip[0]), rip
@@ -94,6 +100,9 @@ def test_natural_panic_leaves_the_seglist_record(guest):
     assert r.int_field("reasons") & event.RSN_SEGLIST_NO_LIST
     assert r.history_key == "last" and r.history == "bpf_skb_pull_data"
     assert r.int_field("frag_list") == 0 and r.int_field("gso_type") & 0x40000   # FRAGLIST
+    assert r.prefix == event.FR_PREFIX
+    assert [l for l in grep_critical(guest.console_text(), "skb_frag_list_watcher")
+            if "hook=skb_segment_list skb=0x%x" % r.int_field("skb") in l], dump
 
 
 @pytest.mark.parametrize("variant", ["plain", "encap"])
@@ -141,6 +150,11 @@ def test_injected_crash_is_recorded_by_both_tools(guest, variant):
         assert r.int_field("data_len") > 0 and r.int_field("gso_size") > 0
         assert r.int_field("gso_type") == int(broke.group(2), 16)
     assert "CRITICAL" in "\n".join(l for l in dump if "skb_frag_list_watcher" in l)
+    # `grep CRITICAL` on the console alone names the injected skb, for both tools
+    for tool, r in (("skb_frag_list_watcher", w[0]), ("skb_vxlan_source_detector", d[0])):
+        assert r.prefix == event.FR_PREFIX
+        assert [l for l in grep_critical(text, tool)
+                if "hook=skb_segment skb=0x%x" % skb in l], (tool, grep_critical(text, tool))
     if variant == "encap":
         assert int(broke.group(2), 16) == 0x403 and broke.group(3) == "1"
         assert "skb_udp_tunnel_segment" in calls, calls

@@ -193,7 +193,10 @@ def test_bpf_pull_data_then_skb_segment_names_the_mutator(lab):
     # a record reads back as the live line of the same skb and hook
     live = events(r.out)
     for x in [x for x in recs if x.tool == "skb_frag_list_watcher"][:4]:
-        assert x.severity == "WARNING"
+        assert x.severity == "WARNING" and x.prefix == event.FR_PREFIX
+        # the first line alone (`grep WARNING`) carries the hook and the skb
+        assert [l for l in trace.splitlines() if "WARNING hook=%s skb=0x%x" % (
+            x.field("hook"), x.int_field("skb")) in l], x.parts
         twin = [l for l in live if " %s " % x.field("event") in l and
                 " %s " % x.field("hook") in l and "0x%016x" % x.int_field("skb") in l]
         assert twin, (x.parts, live[:10])

@@ -31,8 +31,13 @@ def injected_skb(lines):
     raise AssertionError("no injector line")
 
 
-@pytest.mark.parametrize("name", ["6.1-injected-plain.log", "6.1-injected-encap.log",
-                                  "5.10-injected-encap.log"])
+# SKBFR1 consoles (the layout before the first line carried the skb) and
+# SKBFR2 ones: the same reader
+V1 = ["6.1-injected-plain.log", "6.1-injected-encap.log", "5.10-injected-encap.log"]
+V2 = ["6.1-injected-encap-skbfr2.log", "5.10-injected-encap-skbfr2.log"]
+
+
+@pytest.mark.parametrize("name", V1 + V2)
 def test_injected_panic_consoles_hold_both_tools_records(name):
     lines = console(name)
     recs = list(flightrec.parse(lines))
@@ -51,20 +56,44 @@ def test_injected_panic_consoles_hold_both_tools_records(name):
     if "encap" in name:
         assert by_tool["skb_vxlan_source_detector"].history == "bpf_skb_adjust_room"
         assert by_tool["skb_frag_list_watcher"].int_field("gso_type") == 0x403
+    assert set(r.prefix for r in recs) == {"SKBFR2" if name in V2 else "SKBFR1"}
 
 
-def test_natural_panic_console_names_the_seglist_state():
-    recs = list(flightrec.parse(console("5.10-natural-pull-data.log")))
+@pytest.mark.parametrize("name", V1 + V2)
+def test_grep_critical_alone_names_the_skb_from_version_2_on(name):
+    """Issue 21: `grep CRITICAL console.log` must show the skb and the hook,
+    not only the finding. SKBFR1's first line did not; SKBFR2's does."""
+    lines = console(name)
+    skb = injected_skb(lines)
+    crit = [l for l in lines if "CRITICAL" in l]
+    named = [l for l in crit if "hook=skb_segment skb=0x%x" % skb in l]
+    if name in V2:
+        assert sorted(re.search(r" 1/7 (\S+) ", l).group(1) for l in named) == [
+            "skb_frag_list_watcher", "skb_vxlan_source_detector"]
+        assert len(named) == len(crit)
+    else:
+        assert crit and not named and not [l for l in crit if "%x" % skb in l]
+
+
+@pytest.mark.parametrize("name", ["5.10-natural-pull-data.log",
+                                  "5.10-natural-pull-data-skbfr2.log"])
+def test_natural_panic_console_names_the_seglist_state(name):
+    lines = console(name)
+    recs = list(flightrec.parse(lines))
     assert len(recs) == 1
     r = recs[0]
+    crit = [l for l in lines if "CRITICAL" in l]
+    assert ("hook=skb_segment_list skb=0x%x" % r.int_field("skb") in crit[0]) == (
+        r.prefix == "SKBFR2")
     assert r.severity == "CRITICAL" and r.field("hook") == "skb_segment_list"
     assert event.reason_names(r.int_field("reasons")) == [
         "NULL_FRAGLIST_GSO", "FRAGLIST_NO_LIST", "SEGLIST_NO_LIST"]
     assert r.history == "bpf_skb_pull_data" and r.int_field("age_us") > 0
 
 
-def test_records_render_as_the_tools_lines():
-    recs = list(flightrec.parse(console("6.1-injected-encap.log")))
+@pytest.mark.parametrize("name", ["6.1-injected-encap.log", "6.1-injected-encap-skbfr2.log"])
+def test_records_render_as_the_tools_lines(name):
+    recs = list(flightrec.parse(console(name)))
     w = [r for r in recs if r.tool == "skb_frag_list_watcher"][0]
     d = [r for r in recs if r.tool == "skb_vxlan_source_detector"][0]
     f = Formatter(flightrec.UptimeClock(), gso.DEFAULT)
@@ -121,15 +150,62 @@ def test_names_table_covers_hooks_events_severities():
     assert max(t) < event.FR_NAMES and all(len(v) < event.FR_NAME_LEN for v in t.values())
 
 
-def test_c_format_strings_match_the_parser():
-    """The record lines the C writes are the ones parse() reads."""
+def _c_record_formats():
     from skbtrace import paths
     with open(os.path.join(paths.bpf_dir(), "skb_common.h")) as f:
         c = f.read()
-    parts = re.findall(r'FR_LINE\("(\d)/(\d) ', c)
-    assert [int(p) for p, _ in parts] == list(range(1, event.FR_LINES + 1))
-    assert all(int(t) == event.FR_LINES for _, t in parts)
     assert 'char f_[] = FR_PREFIX " %x " fmt;' in c
+    tools = {"FR_TOOL": "skb_frag_list_watcher", "FR_HIST": "last"}
+    out = []
+    for m in re.finditer(r'FR_LINE\(((?:"[^"]*"|\s|FR_TOOL|FR_HIST)+),', c):
+        fmt = "".join(tools.get(t, t.strip('"')) for t in
+                      re.findall(r'"[^"]*"|FR_TOOL|FR_HIST', m.group(1)))
+        out.append(event.FR_PREFIX + " %x " + fmt)
+    return out
+
+
+def test_c_format_strings_fit_bpf_trace_printk_and_match_the_parser():
+    """The record lines the C writes are the ones parse() reads, within what
+    4.18's and 5.10's bpf_trace_printk accept (3 conversions, one %s; the
+    sequence number is the first), and the first line alone carries the
+    severity, the hook and the full skb address."""
+    fmts = _c_record_formats()
+    parts = [int(re.search(r" (\d)/(\d) ", f).group(1)) for f in fmts]
+    assert sorted(set(parts)) == list(range(1, event.FR_LINES + 1))
+    for f in fmts:
+        convs = re.findall(r"%(ll[xu]|[sux])", f)
+        assert len(convs) <= 3 and convs.count("s") <= 1, f
+        assert re.search(r" \d/%d " % event.FR_LINES, f), f
+    firsts = [f for f in fmts if " 1/7 " in f]
+    assert sorted(re.search(r" 1/7 \S+ (\S+) ", f).group(1) for f in firsts) == [
+        "-", "CRITICAL", "WARNING"]
+    assert all(f.endswith(" hook=%s skb=0x%llx") for f in firsts)
+    # each severity's record as the kernel prints it, read back
+    sample = {"hook": "skb_segment", "skb": 0xffff888008011800, "event": "INCONSISTENT",
+              "reasons": 0x20, "len": 2896, "data_len": 2896, "nr_frags": 0, "frag_list": 0,
+              "gso_size": 1448, "gso_type": 0x403, "flags": 0x40, "last": "skb_gro_receive",
+              "age_us": 6730}
+
+    def render(f):
+        f = f.replace(" %x ", " 1000001 ", 1)
+        return re.sub(r"(\w+)=(0x)?%(?:ll)?([sux])", lambda m: "%s=%s%s" % (
+            m.group(1), m.group(2) or "", ("%x" if m.group(3) == "x" else "%s")
+            % sample[m.group(1)]), f)
+
+    rest = [render(f) for f in fmts if " 1/7 " not in f]
+    for first in firsts:
+        line1 = render(first)
+        assert "%" not in line1 and all("%" not in l for l in rest)
+        recs = list(flightrec.parse(["[ 151.1] " + l for l in [line1] + rest]))
+        assert len(recs) == 1 and recs[0].complete and recs[0].prefix == "SKBFR2"
+        r = recs[0]
+        assert r.tool == "skb_frag_list_watcher" and r.history == "skb_gro_receive"
+        assert r.severity == (None if " - " in first else first.split()[4])
+        for k, v in sample.items():
+            assert (r.field(k) if isinstance(v, str) else r.int_field(k)) == v, k
+        # `grep CRITICAL` alone: the skb and the hook are on that line
+        if r.severity == "CRITICAL":
+            assert "skb=0xffff888008011800" in line1 and "hook=skb_segment" in line1
 
 
 # --- the option's system changes ----------------------------------------------

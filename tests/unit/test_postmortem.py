@@ -4,6 +4,7 @@ consoles and the crash session of real panics."""
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -99,6 +100,24 @@ def test_the_oops_skb_from_a_console():
     assert "set by bpf_skb_adjust_room (named by skb_segment's origin=; pattern D" in out
     assert "the skb's address is in R12 at the oops" in out
     assert "last change before skb_segment: skb_gro_receive, 5529 us before" in out
+
+
+@pytest.mark.parametrize("base", ["6.1-injected-encap", "5.10-injected-encap",
+                                  "5.10-natural-pull-data"])
+def test_both_record_versions_tell_the_same_story(base):
+    """The same panic recorded as SKBFR1 and as SKBFR2 (two lab runs): one
+    story but for the skb's address, the times, the ages and the CPU."""
+    def story(name):
+        rc, out, err = run([os.path.join(CONSOLES, name)])
+        assert rc == 0, err
+        out = out.replace(os.path.join(CONSOLES, name), "CONSOLE")
+        out = re.sub(r"0xffff[0-9a-f]{12}", "SKB", out)
+        out = re.sub(r"\[ *\d+\.\d{6}\]( \d )?", "[T] ", out)
+        return re.sub(r"\+\d+us|\d+ us before", "AGE", out)
+    old, new = story(base + ".log"), story(base + "-skbfr2.log")
+    assert "=== skb SKB, a packet known only from flight records" in new
+    assert "[CRITICAL] skb_segment" in new
+    assert old == new
 
 
 def test_natural_panic_names_the_clearer_from_last():
