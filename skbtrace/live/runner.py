@@ -310,6 +310,7 @@ def _trace(tool, program, formatter_cls, stats, sink, clock, recorder, rotate):
         modules = loader.ModuleWatch(tool.hooks)
         while stop.signal is None:
             program.poll(POLL_MS)
+            sink.flush()        # the poll's lines, in one write (output/sink.py)
             rotate.apply()
             for line in modules.check():
                 info(line)
@@ -317,6 +318,7 @@ def _trace(tool, program, formatter_cls, stats, sink, clock, recorder, rotate):
         rotate.apply()
         if stop.signal != "pipe":
             program.poll(0)     # drain what is already in the buffers
+            sink.flush()
             rotate.apply()
     except ReaderGone:
         return 0

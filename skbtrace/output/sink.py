@@ -6,10 +6,17 @@ BrokenPipeError. With -o, reopen() starts a new file at the same path after
 logrotate moved the old one (SIGHUP); it runs between two lines, so no line
 is split across files and none is lost.
 
-write_text() takes an event's lines at once (the runner's fast path): one
-write(2) straight to the file under the stream, which is what flushing each
-line cost anyway, without the text and buffer layers in between. The lines
-have reached the file when it returns, as with write().
+write_text() takes an event's lines at once (the runner's fast path) and
+queues them; flush() hands everything queued to the file under the stream in
+one write(2), without the text and buffer layers in between. The runner
+flushes after every poll of the event buffers (at most POLL_MS apart, and
+before it waits again), so `| grep` and a log see every line within a poll
+interval and whole, and a panic can take at most the lines of the poll the
+kernel died in, which a flush per poll could not have written either. One
+write(2) per event was the dearest part of an event's user-space cost (a
+system call under TCG or on a loaded host); per poll it is shared by every
+event the poll read. write(), a reopen and close() flush the queue first, so
+lines keep their order; FLUSH_BYTES bounds what waits.
 
 open_output() is the rule for every file a tool writes (-o, its reopen,
 skb_postmortem's --pcap): they run as root and are pointed at paths in
@@ -31,6 +38,10 @@ from skbtrace.errors import UserError
 
 
 _ASCII = "".join(chr(c) for c in range(128))
+
+# queued event lines beyond this are written at once: a poll that reads a
+# full buffer (thousands of events) does not hold them all in memory
+FLUSH_BYTES = 64 * 1024
 
 OUTPUT_MODE = 0o640     # new files: a trace names hosts and addresses; others do not read it
 _KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
@@ -108,6 +119,8 @@ class Sink(object):
         else:
             self.stream = sys.stdout
         self.gone = False
+        self._pending = []          # encoded lines waiting for flush()
+        self._pending_bytes = 0
         self._bind()
 
     def _bind(self):
@@ -134,6 +147,8 @@ class Sink(object):
             self._errors = stream.errors
 
     def write(self, line):
+        if self._pending:
+            self.flush()
         if self.gone:
             raise ReaderGone()
         try:
@@ -146,33 +161,39 @@ class Sink(object):
             raise ReaderGone()
 
     def write_text(self, text):
-        """Lines, each ending in a newline, in one write. Every write() has
-        flushed the stream, so nothing waits in its buffer ahead of them."""
-        raw = self._raw
-        if raw is None or self.gone:
+        """Lines, each ending in a newline, queued for the next flush()."""
+        if self._raw is None or self.gone:
             return self._write_stream(text)
-        data = text.encode(self._encoding, self._errors)
+        self._queue(text.encode(self._encoding, self._errors))
+
+    def write_ascii(self, data):
+        """write_text() for lines already in ASCII bytes (--json)."""
+        if self._raw is None or self.gone:
+            return self._write_stream(data.decode("ascii"))
+        self._queue(data)
+
+    def _queue(self, data):
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= FLUSH_BYTES:
+            self.flush()
+
+    def flush(self):
+        """Everything queued, in one write(2). Every write() has flushed the
+        stream, so nothing waits in its buffer ahead of the queue."""
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        del self._pending[:]
+        self._pending_bytes = 0
+        if self.gone:
+            raise ReaderGone()
         try:
-            n = raw.write(data)
+            n = self._raw.write(data)
             if n != len(data):
                 self._write_rest(data, n)
         except (IOError, OSError) as e:
             if e.errno not in (errno.EPIPE, errno.EIO):     # EIO: the terminal hung up
-                raise
-            self._reader_gone()
-            raise ReaderGone()
-
-    def write_ascii(self, data):
-        """write_text() for lines already in ASCII bytes (--json)."""
-        raw = self._raw
-        if raw is None or self.gone:
-            return self._write_stream(data.decode("ascii"))
-        try:
-            n = raw.write(data)
-            if n != len(data):
-                self._write_rest(data, n)
-        except (IOError, OSError) as e:
-            if e.errno not in (errno.EPIPE, errno.EIO):
                 raise
             self._reader_gone()
             raise ReaderGone()
@@ -187,6 +208,8 @@ class Sink(object):
             n = self._raw.write(data)
 
     def _write_stream(self, text):
+        if self._pending:
+            self.flush()
         if self.gone:
             raise ReaderGone()
         try:
@@ -215,6 +238,7 @@ class Sink(object):
         the old file and the reason is returned, for one line on stderr."""
         if not self.path or self.gone:
             return None
+        self.flush()        # the old file's lines end in the old file
         try:
             stream = os.fdopen(open_output(self.path), "a")
         except OutputError as e:
@@ -231,10 +255,11 @@ class Sink(object):
         if self.gone:
             return
         try:
+            self.flush()
             self.stream.flush()
             if self.path:
                 self.stream.close()
-        except (IOError, OSError):
+        except (IOError, OSError, ReaderGone):
             pass
 
 

@@ -277,13 +277,16 @@ def consume(src, callback):
     def cb(cpu, data, size):
         got[0] += 1
         callback(cpu, data, size)
+    after_poll = getattr(callback, "after_poll", None) or (lambda: None)
     src.open(cb)
     t0 = time.time()
     src.gen.stdin.write(b"go\n")
     src.gen.stdin.close()
     while src.gen.poll() is None:
         src.poll(100)
+        after_poll()
     src.poll(0)
+    after_poll()
     dt = time.time() - t0
     sent, fail = src.sent()
     return got[0], sent, max(fail, src.lost), dt
@@ -292,13 +295,18 @@ def consume(src, callback):
 def pipeline(kind):
     """The tools' own path as they run it: the record's copy
     (loader.Program.open()), the fast path (Formatter.handler(),
-    skbtrace/output/fastpath.py) and one write(2) per event (Sink)."""
+    skbtrace/output/fastpath.py) and the Sink, flushed once per poll."""
     hs = hooks.watcher_hooks()
     st = Stats(hs, WATCHER_EVENTS)
     fmt = formatter.Formatter(Clock(), gso.DEFAULT, verbose=kind == "verbose",
                               json_mode=kind == "json")
     handle = fmt.handler(decoder.Decoder(hs).by_id, st)
-    sink = Sink(os.devnull)
+    # the tool's stdout pointed at /dev/null (-o refuses a device)
+    stdout, sys.stdout = sys.stdout, open(os.devnull, "w")
+    try:
+        sink = Sink()
+    finally:
+        sys.stdout = stdout
     write = sink.write_ascii if fmt.json_mode else sink.write_text
     size = ctypes.sizeof(event.SkbEvent) + 8 * event.STACK_FRAMES
     arrays = {}
@@ -309,6 +317,7 @@ def pipeline(kind):
         if array is None:
             array = arrays[n] = ctypes.c_char * n
         write(handle(array.from_address(data).raw))
+    cb.after_poll = sink.flush      # as the runner flushes, once per poll
     return cb
 
 

@@ -15,7 +15,7 @@ import pytest
 
 import fastpath_cases as cases
 from helpers import FixedClock, make_event, to_bytes
-from skbtrace.output import clock as clock_mod, fastpath, record
+from skbtrace.output import clock as clock_mod, fastpath, record, sink
 from skbtrace.kernel import decoder, event, gso, hooks
 from skbtrace import detector
 from skbtrace.output import detector_formatter
@@ -222,17 +222,39 @@ def test_the_tools_write_what_the_reference_writes(fake, monkeypatch, tmp_path, 
 
 # --- the sink: one write per event ----------------------------------------------
 
-def test_write_text_and_ascii_reach_the_file_at_once(tmp_path):
+def test_event_lines_wait_for_the_flush_and_keep_their_order(tmp_path):
     p = tmp_path / "out.log"
     s = Sink(str(p))
     assert s._raw is not None
     s.write("header")
+    assert p.read_bytes() == b"header\n"
     s.write_text("one\ntwo \xe9\n")
-    assert p.read_bytes() == b"header\none\ntwo \xc3\xa9\n"   # no flush needed
     s.write_ascii(b'{"a": 1}\n')
-    s.write("tail")
-    assert p.read_bytes().endswith(b'two \xc3\xa9\n{"a": 1}\ntail\n')
+    assert p.read_bytes() == b"header\n"       # queued until the poll ends
+    s.flush()
+    assert p.read_bytes() == b'header\none\ntwo \xc3\xa9\n{"a": 1}\n'
+    s.write_text("three\n")
+    s.write("tail")                             # a line flushes what is queued first
+    assert p.read_bytes().endswith(b'{"a": 1}\nthree\ntail\n')
+    s.write_text("last\n")
     s.close()
+    assert p.read_bytes().endswith(b"tail\nlast\n")
+
+
+def test_one_write_per_flush_and_a_bound_on_what_waits(tmp_path):
+    s = Sink(str(tmp_path / "x"))
+    raw = s._raw = _Calls()
+    for i in range(100):
+        s.write_text("line %d\n" % i)
+    assert raw.calls == []
+    s.flush()
+    assert len(raw.calls) == 1 and raw.calls[0].count(b"\n") == 100
+    s.flush()                                   # nothing queued: no system call
+    assert len(raw.calls) == 1
+    big = "x" * 1023 + "\n"
+    for _ in range(sink.FLUSH_BYTES // len(big)):
+        s.write_text(big)
+    assert len(raw.calls) == 2 and len(raw.calls[1]) == sink.FLUSH_BYTES
 
 
 def test_write_text_falls_back_to_the_stream(monkeypatch):
@@ -243,6 +265,17 @@ def test_write_text_falls_back_to_the_stream(monkeypatch):
     s.write_text("a\nb\n")
     s.write_ascii(b"c\n")
     assert buf.getvalue() == "a\nb\nc\n"
+
+
+class _Calls(object):
+    """A FileIO stand-in that keeps each write(2) apart."""
+
+    def __init__(self):
+        self.calls = []
+
+    def write(self, data):
+        self.calls.append(bytes(data))
+        return len(data)
 
 
 class _Raw(object):
@@ -263,6 +296,7 @@ def test_partial_writes_are_completed(tmp_path):
     s = Sink(str(tmp_path / "x"))
     s._raw = _Raw(step=3)
     s.write_text("a longer line\n")
+    s.flush()
     assert s._raw.data == b"a longer line\n"
 
 
@@ -270,15 +304,17 @@ def test_reader_gone_and_other_errors(tmp_path):
     import errno
     s = Sink(str(tmp_path / "x"))
     s._raw = _Raw(errno_=errno.EPIPE)
+    s.write_ascii(b"x\n")
     with pytest.raises(ReaderGone):
-        s.write_ascii(b"x\n")
+        s.flush()
     assert s.gone
     with pytest.raises(ReaderGone):
         s.write_text("y\n")
     s = Sink(str(tmp_path / "y"))
     s._raw = _Raw(errno_=errno.ENOSPC)
+    s.write_text("z\n")
     with pytest.raises(OSError):
-        s.write_text("z\n")
+        s.flush()
     assert not s.gone
 
 
