@@ -32,11 +32,17 @@ class Clock(object):
         """HH:MM:SS.uuuuuu in local time."""
         t = ts_ns / 1e9 + self.offset
         secs = int(t)
+        return "%s.%06d" % (self.hms_head(secs), int((t - secs) * 1e6))
+
+    def hms_head(self, secs):
+        """hms()'s HH:MM:SS of the whole second secs (wall-clock seconds).
+        The text fast path (skbtrace/output/fastpath.py) works out the
+        microseconds itself, as hms() does, and calls this once a second."""
         cached_secs, text = self._hms
         if secs != cached_secs:
             text = time.strftime("%H:%M:%S", time.localtime(secs))
             self._hms = (secs, text)
-        return text + ".%06d" % int((t - secs) * 1e6)
+        return text
 
     def iso(self, ts_ns):
         t = ts_ns / 1e9 + self.offset
@@ -54,6 +60,13 @@ class Clock(object):
         "time" (skbtrace/output/fastpath.py), without a str in between."""
         t = ts_ns / 1e9 + self.offset
         secs = int(t)
+        head, zone = self.json_head(secs)
+        return b"%s.%06d%s" % (head, int((t - secs) * 1e6), zone)
+
+    def json_head(self, secs):
+        """json_time() of the whole second secs, cut at the microseconds:
+        (b'"YYYY-MM-DDTHH:MM:SS', b'+ZZZZ"'). The --json fast path works out
+        the microseconds itself, as json_time() does, once a second this."""
         cached_secs, head, zone = self._json
         if secs != cached_secs:
             lt = time.localtime(secs)
@@ -63,4 +76,4 @@ class Clock(object):
             head = json.dumps(time.strftime("%Y-%m-%dT%H:%M:%S", lt)).encode("ascii")[:-1]
             zone = json.dumps(time.strftime("%z", lt)).encode("ascii")[1:]
             self._json = (secs, head, zone)
-        return b"%s.%06d%s" % (head, int((t - secs) * 1e6), zone)
+        return head, zone

@@ -49,6 +49,32 @@ def jenc(text):
 SEVERITY_JSON = dict((v, jenc(n)) for v, n in event.SEVERITY_NAMES.items() if n)
 
 
+def time_format(clock):
+    """The TIME column's format and what the handler needs to fill it:
+    (format of two values, offset, hms_head). A clock.Clock (offset and
+    hms_head) gets "%s.%06d", the handler working out the seconds' text
+    and the microseconds as Clock.hms() does (one % per line instead of a
+    call and a % more); any other clock (the tests', a post-mortem's) gets
+    its hms() and an empty string, in "%-15s%s"."""
+    hms_head = getattr(clock, "hms_head", None)
+    offset = getattr(clock, "offset", None)
+    if hms_head is None or offset is None:
+        return "%%-%ds%%s" % TIME_W, None, None
+    return "%s.%06d", offset, hms_head
+
+
+def json_time_format(clock):
+    """time_format() for --json's "time": (its slot in the template, of
+    three values, offset, json_head). A clock.Clock gets b"%s.%06d%s", filled
+    as Clock.json_time() fills it; any other clock b"%s%s%s": its iso() as
+    JSON and two empty strings."""
+    json_head = getattr(clock, "json_head", None)
+    offset = getattr(clock, "offset", None)
+    if json_head is None or offset is None:
+        return b"%s%s%s", None, None
+    return b"%s.%06d%s", offset, json_head
+
+
 def remember(cache, key, value):
     """cache[key] = value, starting the cache over when it is full (a long
     run with ever new flows must not grow without bound)."""
@@ -193,15 +219,19 @@ def _watcher_text(fmt, hooks_by_id, stats, symbols):
     count_no_stack = stats.stacks
     counts = stats.raw
     hms = fmt.clock.hms
+    time_fmt, offset, hms_head = time_format(fmt.clock)
     labels, get_label = texts.labels, texts.get_label
     gso_text, get_gso_text = texts.gso_text, texts.get_gso_text
     reasons_text, get_reasons = texts.reasons, texts.get_reasons
     comm_text, get_comm = texts.comm, texts.get_comm
     flows, get_flow = texts.flows, texts.get_flow
     names = texts.names
-    line1 = "%%-%ds %%-3d %%s| 0x%%016x | %%s" % TIME_W
-    line1_v = "%%-%ds %%-3d %%-16s %%-7d %%s| 0x%%016x | %%-40s | type=%%s size=%%s segs=%%d" \
-        % TIME_W
+    line1 = time_fmt + " %-3d %s| 0x%016x | %s"
+    line1_change = line1 + " -> %s"
+    line1_propagate = line1 + " new_skb=%s"
+    line1_copy_fail = line1 + " new_skb=NULL"
+    line1_same = line1 + " (no change)"
+    line1_v = time_fmt + " %-3d %-16s %-7d %s| 0x%016x | %-40s | type=%s size=%s segs=%d"
     line2_v = " | len=%d data_len=%s nr_frags=%s cloned=%d encap=%d dev=%d iif=%d"
     ev_clear, ev_copy_fail, ev_propagate = event.EV_CLEAR, event.EV_COPY_FAIL, event.EV_PROPAGATE
     ev_access, ev_inconsistent = event.EV_ACCESS, event.EV_INCONSISTENT
@@ -211,6 +241,8 @@ def _watcher_text(fmt, hooks_by_id, stats, symbols):
     f_unreadable, f_in_tnl_seg, f_stale = (event.F_AFTER_UNREADABLE, event.F_IN_TNL_SEG,
                                            event.F_LAST_STALE)
     f_encap, f_cloned = event.F_ENCAP, event.F_CLONED
+
+    second = [None, None]   # the wall-clock second hms_head() last gave, its text
 
     def handle(data):
         if len(data) < SIZE:
@@ -225,17 +257,16 @@ def _watcher_text(fmt, hooks_by_id, stats, symbols):
             stats.no_stack[why] = stats.no_stack.get(why, 0) + 1
         label = labels.get(key & 0xffffff) or get_label(key & 0xffffff)
 
-        # Formatter.frag_list_text(), formatter.ptr() written out
-        if ev in fl_change:
-            flt = "%s -> %s" % ("0x%016x" % flb if flb else "NULL",
-                                "0x%016x" % fla if fla else "NULL")
-        elif ev == ev_propagate:
-            flt = "%s new_skb=%s" % ("0x%016x" % fla if fla else "NULL",
-                                     "0x%016x" % new_skb if new_skb else "NULL")
-        elif ev == ev_copy_fail:
-            flt = ("0x%016x" % flb if flb else "NULL") + " new_skb=NULL"
+        if offset is not None:      # Clock.hms()
+            t = ts / 1e9 + offset
+            secs = int(t)
+            if secs != second[0]:
+                second[:] = secs, hms_head(secs)
+            t1, t2 = second[1], int((t - secs) * 1e6)
         else:
-            flt = ("0x%016x" % flb if flb else "NULL") + " (no change)"
+            t1, t2 = hms(ts), ""
+        # Formatter.frag_list_text(), formatter.ptr() written out, in the
+        # line's own format: one % per line, not one more for the list
         if verbose:
             (pid, dlb, ifindex, iif, segs, proto, sport, dport, isport, idport, nfb, fam, l4, ifam,
              il4, sa, da, isa, ida, comm) = unpack_v(data)
@@ -244,11 +275,30 @@ def _watcher_text(fmt, hooks_by_id, stats, symbols):
             else:
                 gso = "%s->%s" % (gso_text.get(gtb) or get_gso_text(gtb),
                                   gso_text.get(gta) or get_gso_text(gta))
-            out = line1_v % (hms(ts), cpu, comm_text.get(comm) or get_comm(comm), pid,
+            if ev in fl_change:
+                flt = "%s -> %s" % ("0x%016x" % flb if flb else "NULL",
+                                    "0x%016x" % fla if fla else "NULL")
+            elif ev == ev_propagate:
+                flt = "%s new_skb=%s" % ("0x%016x" % fla if fla else "NULL",
+                                         "0x%016x" % new_skb if new_skb else "NULL")
+            elif ev == ev_copy_fail:
+                flt = ("0x%016x" % flb if flb else "NULL") + " new_skb=NULL"
+            else:
+                flt = ("0x%016x" % flb if flb else "NULL") + " (no change)"
+            out = line1_v % (t1, t2, cpu, comm_text.get(comm) or get_comm(comm), pid,
                              label.columns, skb, flt, gso,
                              gsa if gsb == gsa else "%d->%d" % (gsb, gsa), segs)
+        elif ev in fl_change:
+            out = line1_change % (t1, t2, cpu, label.columns, skb,
+                                  "0x%016x" % flb if flb else "NULL",
+                                  "0x%016x" % fla if fla else "NULL")
+        elif ev == ev_propagate:
+            out = line1_propagate % (t1, t2, cpu, label.columns, skb,
+                                     "0x%016x" % fla if fla else "NULL",
+                                     "0x%016x" % new_skb if new_skb else "NULL")
         else:
-            out = line1 % (hms(ts), cpu, label.columns, skb, flt)
+            out = (line1_copy_fail if ev == ev_copy_fail else line1_same) % (
+                t1, t2, cpu, label.columns, skb, "0x%016x" % flb if flb else "NULL")
 
         # markers and detail (Formatter.markers(), Formatter.detail())
         if ev == ev_clear:
@@ -352,14 +402,14 @@ def record_template(pairs, close=True):
         (b"}" if close else b"")
 
 
-def common_pairs(fmt, texts, e, stacks):
+def common_pairs(fmt, texts, e, stacks, time_slot):
     """to_dict()'s keys but "last" as a template: the per-packet values as
     %-formats, in the order of the sorted keys, the rest written in. The
     per-packet values go in this order: aux, cpu, data_len_after,
     data_len_before, frag_list_after, frag_list_before (JSON), frags_bytes,
     gso_segs, head, len, new_skb (JSON), nr_frags_after, nr_frags_before, pid,
-    ret, skb, [stack, stack_error (JSON), with --stack-trace], time (JSON),
-    ts_ns."""
+    ret, skb, [stack, stack_error (JSON), with --stack-trace], time (the
+    three values of time_slot: json_time_format()), ts_ns."""
     ident = record.identity()
     fj = FLAG_JSON[e.flags]
     label = texts.labels.get(e.event << 16 | e.hook_id) or texts.get_label(
@@ -390,7 +440,7 @@ def common_pairs(fmt, texts, e, stacks):
         ("reasons", lit(texts.get_reasons_json(e.reasons))), ("ret", b"%d"),
         ("severity", SEVERITY_JSON.get(e.severity, b"null")), ("skb", b'"0x%x"'),
         ("stack", b"%s" if stacks else b"[]"), ("stack_error", b"%s" if stacks else b"null"),
-        ("time", b"%s"), ("tool", lit(json.dumps(fmt.tool).encode("ascii"))),
+        ("time", time_slot), ("tool", lit(json.dumps(fmt.tool).encode("ascii"))),
         ("ts_ns", b"%d"), ("type", b'"event"')]
 
 
@@ -401,7 +451,8 @@ def _watcher_json(fmt, hooks_by_id, stats, symbols):
     count_no_stack = stats.stacks
     counts = stats.raw
     iso = fmt.clock.iso
-    json_time = getattr(fmt.clock, "json_time", None)     # clock.Clock's: bytes at once
+    time_slot, offset, json_head = json_time_format(fmt.clock)
+    second = [None, None, None]     # the second json_head() last gave, its head and zone
     templates = {}
     f_stale = event.F_LAST_STALE
 
@@ -414,7 +465,7 @@ def _watcher_json(fmt, hooks_by_id, stats, symbols):
         else:
             last_tmpl = b'{"age_us": %s, "function": ' + lit(last) + b', "other_head": ' + \
                 (b"true" if e.flags & f_stale else b"false") + b"}"
-        pairs = sorted(common_pairs(fmt, texts, e, stacks) + [("last", last_tmpl)])
+        pairs = sorted(common_pairs(fmt, texts, e, stacks, time_slot) + [("last", last_tmpl)])
         if len(templates) >= TEMPLATES_MAX:
             templates.clear()
         value = templates[key] = (record_template(pairs) + b"\n",
@@ -438,22 +489,26 @@ def _watcher_json(fmt, hooks_by_id, stats, symbols):
             age = b"%a" % ((ts - lts) / 1000.0) if lts else b"null"
         else:
             age = b""
-        if json_time is not None:
-            tm = json_time(ts)
+        if offset is not None:      # Clock.json_time()
+            t = ts / 1e9 + offset
+            secs = int(t)
+            if secs != second[0]:
+                second[0], (second[1], second[2]) = secs, json_head(secs)
+            t1, t2, t3 = second[1], int((t - secs) * 1e6), second[2]
         else:
-            tm = iso(ts)
-            tm = ENC(tm).encode("ascii") if tm is not None else b"null"
+            t1 = iso(ts)
+            t1, t2, t3 = ENC(t1).encode("ascii") if t1 is not None else b"null", b"", b""
         if stacks:
             stack, error = stack_json(symbols(addrs) if addrs and symbols else [], stack_len)
             return template % (
                 aux, cpu, dla, dlb, b'"0x%x"' % fla if fla else b"null",
                 b'"0x%x"' % flb if flb else b"null", fbytes, segs, head, age, length,
                 b'"0x%x"' % new_skb if new_skb else b"null", nfa, nfb, pid, ret, skb, stack,
-                error, tm, ts)
+                error, t1, t2, t3, ts)
         return template % (
             aux, cpu, dla, dlb, b'"0x%x"' % fla if fla else b"null",
             b'"0x%x"' % flb if flb else b"null", fbytes, segs, head, age, length,
-            b'"0x%x"' % new_skb if new_skb else b"null", nfa, nfb, pid, ret, skb, tm, ts)
+            b'"0x%x"' % new_skb if new_skb else b"null", nfa, nfb, pid, ret, skb, t1, t2, t3, ts)
 
     return handle
 
@@ -516,6 +571,8 @@ def _detector_text(fmt, hooks_by_id, stats, symbols, verdict):
     counts = stats.raw
     count_verdict = _verdict_counter(verdict)
     hms = fmt.clock.hms
+    time_fmt, offset, hms_head = time_format(fmt.clock)
+    second = [None, None]   # the wall-clock second hms_head() last gave, its text
     tunnel_mask = fmt.gso.tunnel_mask()
     labels, get_label = texts.labels, texts.get_label
     gso_text, get_gso_text = texts.gso_text, texts.get_gso_text
@@ -527,8 +584,8 @@ def _detector_text(fmt, hooks_by_id, stats, symbols, verdict):
     bit_names, vnet_gso_text = udp_tunnel.bit_names, udp_tunnel.vnet_gso_text
     vnet_flag_bits, adj_flag_bits = udp_tunnel.VNET_FLAGS, udp_tunnel.ADJ_ROOM_FLAGS
     adj_modes = udp_tunnel.ADJ_ROOM_MODES
-    line1 = "%-15s %-3d %s| 0x%016x | %s |"
-    line1_v = "%-15s %-3d %-16s %-7d %s| 0x%016x | %s |"
+    line1 = time_fmt + " %-3d %s| 0x%016x | %s |"
+    line1_v = time_fmt + " %-3d %-16s %-7d %s| 0x%016x | %s |"
     virtio = (" virtio_gso=%s(0x%x) virtio_gso_size=%d hdr_len=%d csum_start=%d csum_offset=%d "
               "flags=%s")
     line2_v = " | len=%d data_len=%d nr_frags=%d frag_list=%s cloned=%d encap=%d dev=%d iif=%d"
@@ -561,13 +618,21 @@ def _detector_text(fmt, hooks_by_id, stats, symbols, verdict):
         else:
             gso = "%s -> %s" % (gso_text.get(gtb) or get_gso_text(gtb),
                                 gso_text.get(gta) or get_gso_text(gta))
+        if offset is not None:      # Clock.hms()
+            t = ts / 1e9 + offset
+            secs = int(t)
+            if secs != second[0]:
+                second[:] = secs, hms_head(secs)
+            t1, t2 = second[1], int((t - secs) * 1e6)
+        else:
+            t1, t2 = hms(ts), ""
         if verbose:
             (fla, pid, length, dla, ifindex, iif, proto, sport, dport, isport, idport, nfa, fam, l4,
              ifam, il4, sa, da, isa, ida, comm) = unpack_v(data)
-            out = line1_v % (hms(ts), cpu, comm_text.get(comm) or get_comm(comm), pid,
+            out = line1_v % (t1, t2, cpu, comm_text.get(comm) or get_comm(comm), pid,
                              label.columns, skb, gso)
         else:
-            out = line1 % (hms(ts), cpu, label.columns, skb, gso)
+            out = line1 % (t1, t2, cpu, label.columns, skb, gso)
 
         # DetectorFormatter.event_detail()
         if flags & f_vnet:
@@ -645,7 +710,8 @@ def _detector_json(fmt, hooks_by_id, stats, symbols, verdict):
     count_no_stack = stats.stacks
     counts = stats.raw
     iso = fmt.clock.iso
-    json_time = getattr(fmt.clock, "json_time", None)     # clock.Clock's: bytes at once
+    time_slot, offset, json_head = json_time_format(fmt.clock)
+    second = [None, None, None]     # the second json_head() last gave, its head and zone
     tunnel_mask = fmt.gso.tunnel_mask()
     templates = {}
     by_setter = verdict.by_setter if verdict is not None else None
@@ -672,7 +738,7 @@ def _detector_json(fmt, hooks_by_id, stats, symbols, verdict):
             origin = b'{"age_us": %s, "function": ' + lit(texts.names_json[e.last_hook - 1]) + \
                 b', "here": ' + (b"true" if new_origin else b"false") + b', "on_entry": ' + \
                 fj[5] + b', "other_head": ' + fj[4] + b"}"
-        pairs = sorted(common_pairs(fmt, texts, e, stacks) + [
+        pairs = sorted(common_pairs(fmt, texts, e, stacks, time_slot) + [
             ("aux2", b"%d" % e.aux2), ("origin", origin),
             ("tunnel_added", b"true" if change == udp_tunnel.ADDED else b"false"),
             ("tunnel_change", jenc(change) if change else b"null")])
@@ -731,21 +797,25 @@ def _detector_json(fmt, hooks_by_id, stats, symbols, verdict):
             age = b"%a" % ((ts - lts) / 1000.0) if lts else b"null"
         else:
             age = b""
-        if json_time is not None:
-            tm = json_time(ts)
+        if offset is not None:      # Clock.json_time()
+            t = ts / 1e9 + offset
+            secs = int(t)
+            if secs != second[0]:
+                second[0], (second[1], second[2]) = secs, json_head(secs)
+            t1, t2, t3 = second[1], int((t - secs) * 1e6), second[2]
         else:
-            tm = iso(ts)
-            tm = ENC(tm).encode("ascii") if tm is not None else b"null"
+            t1 = iso(ts)
+            t1, t2, t3 = ENC(t1).encode("ascii") if t1 is not None else b"null", b"", b""
         if stacks:
             stack, error = stack_json(symbols(addrs) if addrs and symbols else [], stack_len)
             return template % (
                 aux, cpu, dla, dlb, b'"0x%x"' % fla if fla else b"null",
                 b'"0x%x"' % flb if flb else b"null", fbytes, segs, head, length,
                 b'"0x%x"' % new_skb if new_skb else b"null", nfa, nfb, age, pid, ret, skb, stack,
-                error, tm, ts)
+                error, t1, t2, t3, ts)
         return template % (
             aux, cpu, dla, dlb, b'"0x%x"' % fla if fla else b"null",
             b'"0x%x"' % flb if flb else b"null", fbytes, segs, head, length,
-            b'"0x%x"' % new_skb if new_skb else b"null", nfa, nfb, age, pid, ret, skb, tm, ts)
+            b'"0x%x"' % new_skb if new_skb else b"null", nfa, nfb, age, pid, ret, skb, t1, t2, t3, ts)
 
     return handle
