@@ -9,6 +9,7 @@ address's observations into packets and keeps a summary per packet, the
 second keeps the observations of the packets it tells.
 """
 import heapq
+import os
 
 from skbtrace import cli, event, flightrec, gso, record, rules
 from skbtrace import pm_sources as src
@@ -18,7 +19,7 @@ from skbtrace.errors import UserError
 from skbtrace.formatter import Formatter, ptr
 from skbtrace.sink import ReaderGone, Sink
 
-from skbtrace import crashdump, packet
+from skbtrace import crashdump, crashrun, packet
 
 PROG = "skb_postmortem.py"
 TOOL = "skb_postmortem"
@@ -49,6 +50,8 @@ EXAMPLES = """examples:
     skb_postmortem.py /var/tmp/frag_list.log /var/tmp/vxlan.log
     skb_postmortem.py frag_list.log.1.gz vxlan.log.1.gz console.log --skb 0xffff888007ce9f00
     skb_postmortem.py vmcore-dmesg.txt crash-session.txt --pcap /tmp/skb.pcap
+    skb_postmortem.py --vmcore /var/crash/127.0.0.1-2024-05-02-10:11:12/vmcore \
+        --vmlinux /usr/lib/debug/lib/modules/$(uname -r)/vmlinux --save-transcript crash.txt
     kubectl logs ds/skbtrace -c watcher | skb_postmortem.py - --node worker-3
     skb_postmortem.py --json *.json.gz | jq 'select(.type=="postmortem_summary")'"""
 
@@ -63,7 +66,7 @@ def make_parser(prog=PROG):
     p = cli.Parser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES,
                    formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_version(p)
-    p.add_argument("files", nargs="+", metavar="FILE",
+    p.add_argument("files", nargs="*", metavar="FILE",
                    help="a tool log, console capture, dmesg, trace file or crash transcript "
                         "(gzip is read as such; - reads stdin)")
     s = p.add_argument_group("selection")
@@ -85,6 +88,7 @@ def make_parser(prog=PROG):
     o.add_argument("--kernel", metavar="RELEASE",
                    help="name gso_type bits for this kernel release (default: the one an "
                         "oops or crash names)")
+    crashrun.add_arguments(p)
     return p
 
 
@@ -1065,7 +1069,22 @@ def write_pcap(run, path):
 
 
 def _main(argv=None):
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    crashrun.check_arguments(parser, args)
+    spool = None
+    if args.vmcore:
+        path, temporary, _, _ = crashrun.from_vmcore(args)
+        args.files = list(args.files) + [path]
+        spool = path if temporary else None
+    try:
+        return _tell(args)
+    finally:
+        if spool:
+            os.unlink(spool)
+
+
+def _tell(args):
     run = Run(args)
     sink = None
     try:
