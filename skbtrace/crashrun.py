@@ -1,7 +1,7 @@
 """From a vmcore to a `crash` transcript: runs the user's own `crash` in
 batch mode and asks it what the post-mortem story needs.
 
-Round 1: `sys`, `bt` (the panic task, with the exception frame's registers),
+Round 1: `bt` (the panic task, with the exception frame's registers),
 `log` (the oops and the flight records of its ftrace dump). The skbs to read
 are then: those asked for (--skb), those the log's flight records name (the
 CRITICAL ones first), and the exception frame's registers that `kmem -s`
@@ -16,7 +16,7 @@ whole session is written as `crash> CMD` followed by its answer: the shape
 of a transcript a user saves, read by skbtrace.crashdump like one.
 
 Only the commands' output formats are relied on (`bt`, `log`, `struct`,
-`rd -8`, `kmem -s`, `sys`), which crash 7.2.9 (Debian bullseye, RHEL 8.x)
+`rd -8`, `kmem -s`), which crash 7.2.9 (Debian bullseye, RHEL 8.x)
 and 8.0.2 (Debian bookworm, RHEL 8.8+) print alike; `struct` is printed by
 the gdb inside crash (7.6 / 10.2), whose layouts crashdump reads both.
 """
@@ -35,7 +35,8 @@ from skbtrace.errors import UserError
 DEFAULT_TIMEOUT = 600          # seconds, per crash run (a 2 GB ELF vmcore: ~20 s)
 MAX_SKBS = 8                   # skbs read per vmcore (flight records may name many)
 MAX_HEAD_BYTES = 65536         # rd -8 of one head at most
-SKB_CACHE = re.compile(r"\bskbuff_(?:head|fclone)_cache\b")
+# skbuff_head_cache (4.18, 6.1; skbuff_cache from 6.4 on), skbuff_fclone_cache
+SKB_CACHE = re.compile(r"\bskbuff_(?:head_|fclone_)?cache\b")
 KMEM_OBJ = re.compile(r"^\s*\[?([0-9a-f]{16})\]?\s*$")
 # direct map / vmalloc (not kernel text, not user space): where an skb lives
 _HEAP_LO, _HEAP_HI = 0xff00000000000000, 0xffffffff80000000
@@ -261,9 +262,9 @@ def head_range(st, on_gso):
 def collect(crash, wanted=()):
     """The transcript of a session that reads the panic and its skbs, and
     the skb addresses read (in order: asked for, flight records, registers)."""
-    answers = crash.run(["sys", "bt", "log"])
+    answers = crash.run(["bt", "log"])
     session = crashdump.parse(transcript(answers))
-    log = answers[2][1]
+    log = answers[1][1]
     regs = exception_regs(session)
     cands = [v for v in _unique(regs.values()) if _heap(v)]
     found = []
@@ -353,7 +354,9 @@ def from_vmcore(args):
         except (IOError, OSError) as e:
             raise CrashRunError("--save-transcript: cannot write %s: %s" % (path, e.strerror or e))
         return path, False, crash, skbs
-    fd, path = tempfile.mkstemp(prefix="skbtrace-crash-", suffix=".txt")
-    with os.fdopen(fd, "w") as f:
+    # named for the vmcore: the story's input list shows this name
+    path = os.path.join(tempfile.mkdtemp(prefix="skbtrace-"),
+                        "crash-session-of-%s.txt" % os.path.basename(args.vmcore))
+    with open(path, "w") as f:
         f.write(text)
     return path, True, crash, skbs

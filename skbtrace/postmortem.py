@@ -1082,6 +1082,7 @@ def _main(argv=None):
     finally:
         if spool:
             os.unlink(spool)
+            os.rmdir(os.path.dirname(spool))
 
 
 def _tell(args):
