@@ -9,13 +9,17 @@ under LAB_CACHE like the images:
 """
 import argparse
 import fcntl
+import hashlib
 import json
+import lzma
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -48,8 +52,7 @@ def ensure(meta):
         tmp = tempfile.mkdtemp(dir=d)
         try:
             image.log("downloading %s=%s (the kernel's debuginfo, for crash)" % (name, version))
-            subprocess.run(["apt-get", "download", "-q", "%s=%s" % (name, version)],
-                           cwd=tmp, check=True, stdout=subprocess.DEVNULL)
+            download(meta, name, version, tmp)
             deb = [f for f in os.listdir(tmp) if f.endswith(".deb")][0]
             size = os.path.getsize(os.path.join(tmp, deb))
             t1 = time.time()
@@ -72,6 +75,32 @@ def ensure(meta):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def download(meta, name, version, into):
+    """apt-get download when the host's apt knows the package (the 6.1
+    image's suites are the host's), else from the image's own suite, as
+    image.py reads it (5.10: bullseye on a bookworm host)."""
+    if subprocess.call(["apt-get", "download", "-q", "%s=%s" % (name, version)], cwd=into,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) == 0:
+        return
+    for suite, base in image._suite_base(meta["recipe"]["kernel"]):
+        index = lzma.decompress(image._fetch("%s/dists/%s/main/binary-amd64/Packages.xz"
+                                             % (base, suite))).decode("utf-8", "replace")
+        for stanza in index.split("\n\n"):
+            f = dict(re.findall(r"^([A-Za-z0-9-]+): (.*)$", stanza, re.M))
+            if f.get("Package") == name and f.get("Version") == version:
+                h = hashlib.sha256()
+                with urllib.request.urlopen("%s/%s" % (base, f["Filename"]), timeout=300) as r, \
+                        open(os.path.join(into, os.path.basename(f["Filename"])), "wb") as out:
+                    for chunk in iter(lambda: r.read(1 << 20), b""):
+                        h.update(chunk)
+                        out.write(chunk)
+                if h.hexdigest() != f["SHA256"]:
+                    raise SystemExit("%s: does not match its index's SHA256" % f["Filename"])
+                return
+    raise SystemExit("%s=%s: neither apt nor the %s suites have it"
+                     % (name, version, meta["recipe"]["suite"]))
 
 
 def main():
