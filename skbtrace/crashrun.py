@@ -3,9 +3,9 @@ batch mode and asks it what the post-mortem story needs.
 
 Round 1: `bt` (the panic task, with the exception frame's registers),
 `log` (the oops and the flight records of its ftrace dump). The skbs to read
-are then: those asked for (--skb), those the log's flight records name (the
-CRITICAL ones first), and the exception frame's registers that `kmem -s`
-places in an skbuff slab cache (round 2). Round 3: `struct sk_buff ADDR` of
+are then: those asked for (--skb) and those the log's CRITICAL flight records
+name; when there are none, the exception frame's registers that `kmem -s`
+places in an skbuff slab cache (round 2); then the other flight records'. Round 3: `struct sk_buff ADDR` of
 each; round 4: its `struct skb_shared_info` at head + end and `rd -8` of its
 head from mac_header (or from SKB_GSO_CB's mac_offset, when that is before
 it) to tail.
@@ -177,7 +177,8 @@ class Crash(object):
         lines = [l.strip() for l in out.splitlines() if l.strip()]
         said = [l for l in lines if re.match(r"^(crash|\w+): ", l) and "WARNING" not in l]
         if any("do not match" in l for l in said):
-            return "%s and %s do not match (crash: %s)" % (self.vmlinux, self.vmcore, said[0])
+            return "--vmlinux %s does not match --vmcore %s (crash: they do not match; the " \
+                   "vmlinux must be the panicked kernel's own)" % (self.vmlinux, self.vmcore)
         what = said[0] if said else (lines[-1] if lines else "no output")
         return "crash could not open %s with %s (exit %s): %s" % (
             self.vmcore, self.vmlinux, rc, what)
@@ -208,7 +209,7 @@ def exception_regs(session):
 
 
 def flight_skbs(log_text):
-    """skb addresses the log's flight records name, CRITICAL ones first."""
+    """(CRITICAL, other) skb addresses the log's flight records name."""
     recs = flightrec.parse(log_text.splitlines())
     crit, other = [], []
     for r in recs:
@@ -218,7 +219,7 @@ def flight_skbs(log_text):
             continue
         if a:
             (crit if r.severity == "CRITICAL" else other).append(a)
-    return _unique(crit + other)
+    return _unique(crit), _unique(other)
 
 
 def _unique(seq):
@@ -265,14 +266,17 @@ def collect(crash, wanted=()):
     answers = crash.run(["bt", "log"])
     session = crashdump.parse(transcript(answers))
     log = answers[1][1]
-    regs = exception_regs(session)
-    cands = [v for v in _unique(regs.values()) if _heap(v)]
+    crit, other = flight_skbs(log)
     found = []
-    if cands:
+    # the oops's registers only when neither the user nor a CRITICAL record
+    # names the skb: skb_segment's registers also hold the segment it was
+    # building (5.10), an skb of its own that would hide which one crashed
+    cands = [v for v in _unique(exception_regs(session).values()) if _heap(v)]
+    if cands and not wanted and not crit:
         kmem = crash.run(["kmem -s %x" % v for v in cands])
         found = skb_objects(kmem)
         answers += kmem
-    skbs = _unique(list(wanted) + flight_skbs(log) + found)[:MAX_SKBS]
+    skbs = _unique(list(wanted) + crit + found + other)[:MAX_SKBS]
     if not skbs:
         return transcript(answers), []
     structs = crash.run(["struct sk_buff 0x%x" % a for a in skbs])

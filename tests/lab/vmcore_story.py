@@ -8,6 +8,7 @@ their kdump vmcore must tell the same skb the console told, its fields from
 memory, the packet from its head, and the flight records from the vmcore's
 kernel log.
 """
+import glob
 import os
 import re
 import shutil
@@ -23,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 PM = os.path.join(ROOT, "skb_postmortem.py")
 # where CI reads the encapsulated panic's vmcore (the -dbg vmlinux is cached
 # for these; LAB_VMCORE_KERNELS changes the list)
-VMCORE_KERNELS = os.environ.get("LAB_VMCORE_KERNELS", "6.1").split()
+VMCORE_KERNELS = os.environ.get("LAB_VMCORE_KERNELS", "6.1 5.10").split()
 VMCORE_TMP = "/var/tmp/skbtrace-lab/vmcores"
 
 
@@ -124,6 +125,17 @@ def _bad_inputs(lab, vmlinux, work):
         dst.write(src.read(64 << 20))
     rc, out, err, _ = postmortem(["--vmcore", cut, "--vmlinux", vmlinux])
     assert rc == 2 and err.count("\n") == 1 and "truncated: %d of the" % (64 << 20) in err, err
+    # another kernel's debuginfo vmlinux, when one is cached (the other
+    # kernels of VMCORE_KERNELS, or tests/lab/debuginfo.py run by hand)
+    others = [p for p in glob.glob(os.path.join(os.path.dirname(os.path.dirname(vmlinux)),
+                                                "*", "vmlinux-*"))
+              if os.path.basename(p) != os.path.basename(vmlinux)]
+    if others:
+        rc, out, err, _ = postmortem(["--vmcore", lab.vmcore, "--vmlinux", others[0]])
+        assert rc == 2 and err.count("\n") == 1, err
+        assert "does not match --vmcore" in err, err
+    else:
+        lab.log("no other kernel's debuginfo vmlinux cached: the mismatch case is not run")
     # the image's vmlinux without its debuginfo (as /boot's or a stripped one)
     stripped = (lab.meta.get("fast") or {}).get("kernel")
     if not stripped:
