@@ -184,6 +184,7 @@ for line in sys.stdin:
     ("6.1-vmcore-session.txt", "0xffff88800521c300", "inner tcp 34214 > 9000"),
     ("5.10-vmcore-session.txt", "0xffff88807d948a00", "inner tcp 58780 > 9000"),
     ("5.10-vmcore-session-crash7.txt", "0xffff88807d948a00", "inner tcp 58780 > 9000"),
+    ("6.1-kdump-session.txt", "0xffff8880096cd800", "inner tcp 55654 > 9000"),
 ])
 def test_replayed_sessions_tell_the_injected_skb(tmp_path, vmlinux, session, skb, flow):
     src = os.path.join(HERE, "data", "postmortem", session)
@@ -206,3 +207,20 @@ def test_replayed_sessions_tell_the_injected_skb(tmp_path, vmlinux, session, skb
     with open(src) as f:
         asked = [l for l in f if l.startswith("crash> ")]
     assert [l for l in saved.read_text().splitlines(True) if l.startswith("crash> ")] == asked
+
+
+def test_kdump_vmcore_dmesg_alone_tells_the_flight_records():
+    # makedumpfile --dump-dmesg in the lab's capture kernel (kdump_lab.py --inject)
+    path = os.path.join(HERE, "data", "postmortem", "6.1-kdump-vmcore-dmesg.txt")
+    rc, out, err = run([path])
+    assert rc == 0 and not err, err
+    assert "=== skb 0xffff8880096cd800" in out and "picked: the oops's skb" in out
+    assert "dumped this skb's CRITICAL flight record" in out
+    assert "UDP_TUNNEL:  set by bpf_skb_adjust_room" in out
+    assert "skb_segment: [CRITICAL] skb_segment at [175.389562]" in out
+
+
+def test_kdump_compressed_header_is_a_vmcore(tmp_path):
+    # the signature makedumpfile -l wrote in the lab's capture kernel
+    (tmp_path / "v").write_bytes(b"KDUMP   " + b"\0" * 100)
+    assert crashrun.vmcore_kind(str(tmp_path / "v")) == "kdump-compressed"
