@@ -65,6 +65,7 @@ def vmcore_kind(path):
         _check_elf_extent(path, size)
         return "ELF"
     if head.startswith(KDUMP_MAGIC):
+        _check_kdump_extent(path, size)
         return "kdump-compressed"
     if head.startswith(DISKDUMP_MAGIC):
         return "diskdump"
@@ -100,6 +101,39 @@ def _check_elf_extent(path, size):
     if end > size:
         raise CrashRunError("--vmcore %s: truncated: %d of the %d bytes its ELF headers "
                             "describe" % (path, size, end))
+
+
+def _check_kdump_extent(path, size):
+    """A kdump-compressed vmcore (makedumpfile's diskdump format: header,
+    sub-header, two bitmaps, one page descriptor per page the second bitmap
+    keeps, the pages) ends with its last page. crash opens a shorter one
+    with no word said (exit 1), so it is measured here."""
+    def cut(what):
+        return CrashRunError("--vmcore %s: truncated kdump-compressed vmcore: %s (%d bytes)"
+                             % (path, what, size))
+    try:
+        with open(path, "rb") as f:
+            h = f.read(464)
+            if len(h) < 464:
+                raise cut("its header is cut off")
+            block, sub, bitmap_blocks = struct.unpack_from("<iiI", h, 428)
+            if block <= 0 or sub < 0 or bitmap_blocks % 2 or block & (block - 1):
+                raise CrashRunError("--vmcore %s: a KDUMP header with block_size %d: not a "
+                                    "vmcore makedumpfile wrote" % (path, block))
+            f.seek((1 + sub) * block + bitmap_blocks * block // 2)
+            bitmap2 = f.read(bitmap_blocks * block // 2)
+            if len(bitmap2) < bitmap_blocks * block // 2:
+                raise cut("its bitmaps are cut off")
+            pages = sum(bin(b).count("1") for b in bitmap2)
+            f.seek((1 + sub + bitmap_blocks) * block)
+            desc = f.read(pages * 24)       # struct page_desc: offset, size, flags, page_flags
+    except (IOError, OSError) as e:
+        raise CrashRunError("--vmcore %s: %s" % (path, e.strerror or e))
+    if len(desc) < pages * 24:
+        raise cut("the descriptors of its %d pages are cut off" % pages)
+    end = max([o + n for o, n, _, _ in struct.iter_unpack("<qIIQ", desc)] or [0])
+    if end > size:
+        raise cut("its %d pages end at byte %d" % (pages, end))
 
 
 def check_vmlinux(path):

@@ -4,6 +4,7 @@ The vmcore checks read files we make here (empty, not a vmcore, an ELF cut
 short); the crash binary's absence and a crash that never answers are ours
 to handle, so a stand-in script plays crash there. What real crash says
 about a real vmcore is tested in the lab (tests/lab/test_vmcore_lab.py)."""
+import gzip
 import os
 import re
 import stat
@@ -220,7 +221,22 @@ def test_kdump_vmcore_dmesg_alone_tells_the_flight_records():
     assert "skb_segment: [CRITICAL] skb_segment at [175.389562]" in out
 
 
-def test_kdump_compressed_header_is_a_vmcore(tmp_path):
-    # the signature makedumpfile -l wrote in the lab's capture kernel
-    (tmp_path / "v").write_bytes(b"KDUMP   " + b"\0" * 100)
+def test_kdump_compressed_vmcore_of_its_full_length_passes(tmp_path):
+    # the lab kdump vmcore's real head, its pages' bytes zeros up to its length
+    with gzip.open(os.path.join(HERE, "data", "postmortem", "6.1-kdump-vmcore-head.gz")) as f:
+        head = f.read()
+    with open(str(tmp_path / "v"), "wb") as f:
+        f.write(head)
+        f.truncate(45203061)
     assert crashrun.vmcore_kind(str(tmp_path / "v")) == "kdump-compressed"
+
+
+def test_truncated_kdump_compressed_vmcore(tmp_path, vmlinux):
+    # the first bytes of the lab's kdump vmcore (makedumpfile -l -d 31 in the
+    # capture kernel): header, bitmaps and page descriptors, no page; crash
+    # itself exits 1 on such a file without a word
+    with gzip.open(os.path.join(HERE, "data", "postmortem", "6.1-kdump-vmcore-head.gz")) as f:
+        (tmp_path / "vmcore").write_bytes(f.read())
+    rc, _, err = run(["--vmcore", str(tmp_path / "vmcore"), "--vmlinux", vmlinux])
+    one_line_error(rc, err, 2, "truncated kdump-compressed vmcore: its 43204 pages end at "
+                               "byte 45203061")
