@@ -14,7 +14,8 @@ LAB_KERNELS ?= 6.1 5.10 6.12
 HOST_PACKAGES = qemu-system-x86 qemu-utils debootstrap e2fsprogs cpio zstd xz-utils \
 	busybox-static iproute2 ethtool gcc python3-pytest python3-pyroute2 python3-tabulate \
 	python3-pip python3-setuptools python3-wheel python3-venv python3-jsonschema \
-	python3-yaml man-db groff-base logrotate python3-hypothesis python3-scapy patchelf
+	python3-yaml man-db groff-base logrotate python3-hypothesis python3-scapy patchelf \
+	crash
 # Checkers from PyPI, in a venv of their own (the tools themselves run on the
 # system python): vermin for Python 3.6, kubernetes-validate with the
 # Kubernetes schemas bundled (validates deploy/ offline).

@@ -15,6 +15,7 @@ from skbtrace import cli
 from skbtrace.errors import UserError
 from skbtrace.kernel import packet
 from skbtrace.output.sink import OutputError, ReaderGone, Sink, check_output, open_output
+from skbtrace.postmortem import crashrun
 from skbtrace.postmortem.report import Report
 from skbtrace.postmortem.run import Run
 
@@ -40,6 +41,8 @@ EXAMPLES = """examples:
     skb_postmortem.py /var/log/skbtrace/frag_list.log /var/log/skbtrace/vxlan.log
     skb_postmortem.py frag_list.log.1.gz vxlan.log.1.gz console.log --skb 0xffff888007ce9f00
     skb_postmortem.py vmcore-dmesg.txt crash-session.txt --pcap skb.pcap
+    skb_postmortem.py --vmcore /var/crash/127.0.0.1-2024-05-02-10:11:12/vmcore \
+        --vmlinux /usr/lib/debug/lib/modules/$(uname -r)/vmlinux --save-transcript crash.txt
     kubectl logs ds/skbtrace -c watcher | skb_postmortem.py - --node worker-3
     skb_postmortem.py --json *.json.gz | jq 'select(.type=="postmortem_summary")'"""
 
@@ -53,7 +56,7 @@ def make_parser(prog=PROG):
     p = cli.Parser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES,
                    formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_version(p)
-    p.add_argument("files", nargs="+", metavar="FILE",
+    p.add_argument("files", nargs="*", metavar="FILE",
                    help="a tool log, console capture, dmesg, trace file or crash transcript "
                         "(gzip is read as such; - reads stdin)")
     s = p.add_argument_group("selection")
@@ -75,6 +78,7 @@ def make_parser(prog=PROG):
     o.add_argument("--kernel", metavar="RELEASE",
                    help="name gso_type bits for this kernel release (default: the one an "
                         "oops or crash names)")
+    crashrun.add_arguments(p)
     return p
 
 
@@ -114,12 +118,30 @@ def write_pcap(run, path):
 
 
 def _main(argv=None):
-    args = make_parser().parse_args(argv)
-    if args.pcap:
-        try:
-            check_output(args.pcap)     # before hours of reading, not after
-        except OutputError as e:
-            raise UserError("--pcap: %s" % e)
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    crashrun.check_arguments(parser, args)
+    # files root writes, checked before hours of reading (or of crash), not after
+    for opt, path in (("--pcap", args.pcap), ("--save-transcript", args.save_transcript)):
+        if path:
+            try:
+                check_output(path)
+            except OutputError as e:
+                raise UserError("%s: %s" % (opt, e))
+    spool = None
+    if args.vmcore:
+        path, temporary, _, _ = crashrun.from_vmcore(args)
+        args.files = list(args.files) + [path]
+        spool = path if temporary else None
+    try:
+        return _tell(args)
+    finally:
+        if spool:
+            os.unlink(spool)
+            os.rmdir(os.path.dirname(spool))
+
+
+def _tell(args):
     run = Run(args)
     sink = None
     try:

@@ -60,7 +60,7 @@ class Result(object):
 
 class Lab(object):
     def __init__(self, kernel=None, mem=2048, smp=2, boot_timeout=300, log=None, boot=None,
-                 stream=None, name=None, vmcore_dir=None):
+                 stream=None, name=None, vmcore_dir=None, disk=None):
         self.kernel = kernel or os.environ.get("LAB_KERNEL", "6.1")
         self.mem, self.smp, self.boot_timeout = mem, smp, boot_timeout
         self.boot = boot or os.environ.get("LAB_BOOT", "fast")
@@ -89,6 +89,9 @@ class Lab(object):
         # memory is written to DIR as an ELF vmcore through QMP before QEMU
         # is stopped (for `crash` with the kernel's -dbg vmlinux)
         self.vmcore_dir = vmcore_dir or os.environ.get("LAB_VMCORE") or None
+        # a writable raw disk image, /dev/vdb in the guest (kdump's target:
+        # the root disk is snapshot=on)
+        self.disk = disk
         self.vmcore = None
 
     # --- lifecycle -------------------------------------------------------------
@@ -143,6 +146,7 @@ class Lab(object):
                "-accel", "tcg,thread=multi", "-cpu", "max", "-m", str(self.mem),
                "-smp", str(self.smp), "-nographic", "-no-reboot", "-nodefaults"] + boot + [
                "-drive", "file=%s,if=virtio,format=raw,snapshot=on" % os.path.join(d, "root.ext4"),
+               ] + (["-drive", "file=%s,if=virtio,format=raw" % self.disk] if self.disk else []) + [
                "-virtfs", "local,path=%s,mount_tag=project,security_model=none,readonly=on" % REPO,
                "-device", "virtio-serial-pci",
                "-chardev", "socket,id=agent,path=%s,server=on,wait=off" % sock_path,

@@ -20,6 +20,7 @@ import re
 
 import pytest
 
+import vmcore_story
 from lab import Lab
 from skbtrace.kernel import event, flightrec
 from test_watcher_lab import PULL_DATA_PANICS
@@ -37,7 +38,9 @@ KERNEL = os.environ.get("LAB_KERNEL", "6.1")
 @pytest.fixture
 def guest(request):
     """A guest of the test's own: it is not expected to survive."""
-    lab = Lab(name=request.node.name)
+    variant = request.node.callspec.params.get("variant") \
+        if hasattr(request.node, "callspec") else None
+    lab = Lab(name=request.node.name, vmcore_dir=vmcore_story.vmcore_dir(KERNEL, variant))
     try:
         lab.__enter__()
     except Exception as e:
@@ -47,6 +50,7 @@ def guest(request):
         yield lab
     finally:
         lab.__exit__(None, None, None)
+        vmcore_story.done(lab)
 
 
 def console_blocks(text):
@@ -171,3 +175,7 @@ def test_injected_crash_is_recorded_by_both_tools(guest, variant):
         flightrec.to_record(w[0], hw))[0]
     assert " INCONSISTENT skb_segment " in line and "[CRITICAL]" in line
     assert "| 0x%016x |" % skb in line
+    # the same story from the guest's memory (VMCORE_KERNELS, or LAB_VMCORE)
+    if guest.vmcore:
+        vmcore_story.check(guest, skb, w[0].int_field("gso_size"), int(broke.group(2), 16),
+                           variant)

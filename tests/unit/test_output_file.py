@@ -189,6 +189,21 @@ def test_postmortem_pcap_refused_before_reading(tmp_path, plant):
     assert [snapshot(str(p)) for p in [pcap] + others] == before
 
 
+@pytest.mark.parametrize("plant", PLANTS)
+def test_postmortem_save_transcript_refused_before_crash_runs(tmp_path, plant):
+    """--save-transcript is written by root too: refused at start, before
+    the vmcore is looked at or crash is started."""
+    out_path = tmp_path / "crash.txt"
+    text, others = plant(tmp_path, out_path)
+    before = [snapshot(str(p)) for p in [out_path] + others]
+    rc, out, err = run(POSTMORTEM, ["--vmcore", str(tmp_path / "no-such-vmcore"),
+                                    "--vmlinux", str(tmp_path / "no-such-vmlinux"),
+                                    "--save-transcript", str(out_path)])
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "--save-transcript: refusing %s: %s" % (out_path, text) in err
+    assert [snapshot(str(p)) for p in [out_path] + others] == before
+
+
 def test_postmortem_pcap_new_file_is_0640(tmp_path):
     pcap = tmp_path / "skb.pcap"
     old = os.umask(0)
