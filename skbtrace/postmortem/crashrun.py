@@ -20,6 +20,7 @@ Only the commands' output formats are relied on (`bt`, `log`, `struct`,
 and 8.0.2 (Debian bookworm, RHEL 8.8+) print alike; `struct` is printed by
 the gdb inside crash (7.6 / 10.2), whose layouts crashdump reads both.
 """
+import argparse
 import os
 import re
 import shutil
@@ -357,7 +358,6 @@ def add_arguments(parser):
 
 
 def _seconds(text):
-    import argparse
     try:
         v = float(text)
     except ValueError:

@@ -20,6 +20,7 @@ prefix.
 Errors a user can fix (unreadable, empty, binary, corrupt gzip) are
 InputError: one line, exit 2.
 """
+import datetime
 import gzip
 import io
 import json
@@ -606,7 +607,6 @@ def parse_json_event(d, src=0, line_no=0):
 
 def date_of(d):
     """The record's date as a day number (proleptic ordinal), or None."""
-    import datetime
     t = d.get("time")
     m = _ISO_RE.match(t) if isinstance(t, str) else None
     if not m:
