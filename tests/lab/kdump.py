@@ -175,8 +175,9 @@ def load(lab):
 
 
 def capture_lines(text):
-    """The capture kernel's own lines on the console."""
-    return [l for l in text.splitlines() if l.startswith(MARK)]
+    """The capture kernel's own lines on the console (from the mark: a
+    kernel message may share the serial line)."""
+    return [l[l.index(MARK):] for l in text.splitlines() if MARK in l]
 
 
 def take_off(disk, into, prefix):

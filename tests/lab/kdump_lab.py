@@ -62,8 +62,8 @@ def main():
             text = lab.console_text()
         print("died=%s; panic to power-off %.0f s; run %.0f s" % (
             died, time.time() - t1, time.time() - t0))
-        print("\n".join(l for l in text.splitlines()
-                        if l.startswith(kdump.MARK) or "breaking skb" in l))
+        print("\n".join([l for l in text.splitlines() if "breaking skb" in l] +
+                        kdump.capture_lines(text)))
         prefix = "%s-%s" % (time.strftime("%Y%m%dT%H%M%S"), lab.kernel)
         for name, path in sorted(kdump.take_off(capture.disk, a.out, prefix).items()):
             print("%s: %d bytes" % (path, os.path.getsize(path)))

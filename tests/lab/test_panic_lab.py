@@ -60,7 +60,8 @@ def guest(request, dumps):
         dumps.arm(lab)
     except Exception as e:
         lab.__exit__(None, None, None)
-        pytest.fail("lab guest (LAB_KERNEL=%s) could not boot: %s\nconsole tail:\n%s"
+        pytest.fail("lab guest (LAB_KERNEL=%s) could not boot (or load its capture kernel): "
+                    "%s\nconsole tail:\n%s"
                     % (lab.kernel, e, lab.console_tail()), pytrace=False)
     try:
         yield lab

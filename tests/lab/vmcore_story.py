@@ -41,7 +41,7 @@ def wanted(kernel, variant):
 
 
 def vmcore_dir(kernel, variant):
-    """LAB_VMCORE (kept), or a directory of this run (removed by done())."""
+    """LAB_VMCORE (kept), or a directory of this run (removed by Dumps.close())."""
     if os.environ.get("LAB_VMCORE"):
         return os.environ["LAB_VMCORE"]
     if wanted(kernel, variant):
