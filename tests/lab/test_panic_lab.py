@@ -17,6 +17,7 @@ failure. These tests cost a boot each: marker `panic`, run by
 """
 import os
 import re
+import time
 
 import pytest
 
@@ -144,8 +145,10 @@ def test_injected_crash_is_recorded_by_both_tools(guest, dumps, variant):
     guest.wait_tool("d")
     guest.run("sysctl -qw kernel.panic_on_oops=1 && insmod /tmp/kmod/skb_fault_inject.ko "
               "ifname=r-h2", check=True)
+    t0 = time.time()
     died, res = guest.run_until_death("%s tcp-bulk --seconds 3" % T, timeout=300)
     assert died, ("the guest survived the injected state", res, guest.console_tail())
+    guest.log("traffic to QEMU's end: %.1f s" % (time.time() - t0))
     text = guest.console_text()
     # kdump: the capture kernel took over from the oops and wrote its files
     dumps.collect(guest, text)

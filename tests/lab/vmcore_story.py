@@ -89,6 +89,7 @@ class Dumps(object):
         assert "kdump-lab: dmesg rc=0" in said, said
         self.files = kdump.take_off(self.capture.disk, self.into, "%s-%s-%s" % (
             time.strftime("%Y%m%dT%H%M%S"), lab.kernel, re.sub(r"[^A-Za-z0-9_.-]", "_", lab.name)))
+        lab.log("kdump: " + "; ".join(said))
         assert sorted(self.files) == sorted(kdump.FILES), (self.files, said)
         lab.vmcore = self.files["vmcore"]
         lab.log("kdump: %s" % ", ".join("%s %d bytes" % (p, os.path.getsize(p))
@@ -114,9 +115,9 @@ def check(lab, skb, gso_size, gso_type, variant, dmesg=None):
     injector broke) as the console did, from memory; kdump's
     vmcore-dmesg.txt (dmesg), read alone, the flight records'."""
     assert lab.vmcore and os.path.getsize(lab.vmcore) > 0, "no vmcore saved"
+    t0 = time.time()
     if dmesg:
         check_dmesg(lab, dmesg, skb, variant)
-    t0 = time.time()
     vmlinux = debuginfo.ensure(lab.meta)
     lab.log("debuginfo vmlinux: %s (%.0f s)" % (vmlinux, time.time() - t0))
     work = tempfile.mkdtemp()
@@ -124,6 +125,8 @@ def check(lab, skb, gso_size, gso_type, variant, dmesg=None):
         _check(lab, vmlinux, work, skb, gso_size, gso_type, variant)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    lab.log("vmcore checks (%s, %d bytes): %.1f s" % (
+        crashrun.vmcore_kind(lab.vmcore), os.path.getsize(lab.vmcore), time.time() - t0))
 
 
 def _check(lab, vmlinux, work, skb, gso_size, gso_type, variant):
