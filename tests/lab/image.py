@@ -451,16 +451,22 @@ def fastboot(meta):
         names.append(name)
     with open(os.path.join(root, "modules.order"), "w") as f:
         f.write("\n".join(names) + "\n")
-    with open(os.path.join(root, "init"), "w") as f:
-        f.write(FAST_INIT)
-    os.chmod(os.path.join(root, "init"), 0o755)
-    with open(os.path.join(work, "initramfs.cpio"), "wb") as f:
-        subprocess.run("find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet", shell=True,
-                       cwd=root, stdout=f, check=True)
-    shutil.rmtree(root)
+    pack_initramfs(root, FAST_INIT, os.path.join(work, "initramfs.cpio"))
     shutil.rmtree(out, ignore_errors=True)
     os.rename(work, out)
     return res
+
+
+def pack_initramfs(root, init, path):
+    """root, with `init` as its /init, into the newc cpio at path (owned by
+    root, in a stable order); root is removed."""
+    with open(os.path.join(root, "init"), "w") as f:
+        f.write(init)
+    os.chmod(os.path.join(root, "init"), 0o755)
+    with open(path, "wb") as f:
+        subprocess.run("find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet", shell=True,
+                       cwd=root, stdout=f, check=True)
+    shutil.rmtree(root)
 
 
 def main():

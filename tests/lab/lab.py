@@ -60,7 +60,7 @@ class Result(object):
 
 class Lab(object):
     def __init__(self, kernel=None, mem=2048, smp=2, boot_timeout=300, log=None, boot=None,
-                 stream=None, name=None, vmcore_dir=None, disk=None):
+                 stream=None, name=None, vmcore_dir=None, disk=None, append="", death_re=None):
         self.kernel = kernel or os.environ.get("LAB_KERNEL", "6.1")
         self.mem, self.smp, self.boot_timeout = mem, smp, boot_timeout
         self.boot = boot or os.environ.get("LAB_BOOT", "fast")
@@ -87,11 +87,17 @@ class Lab(object):
         self.died = False
         # LAB_VMCORE=DIR: a guest that panics stays halted (panic=0) and its
         # memory is written to DIR as an ELF vmcore through QMP before QEMU
-        # is stopped (for `crash` with the kernel's -dbg vmlinux)
-        self.vmcore_dir = vmcore_dir or os.environ.get("LAB_VMCORE") or None
+        # is stopped (for `crash` with the kernel's -dbg vmlinux); "" never
+        self.vmcore_dir = (os.environ.get("LAB_VMCORE") if vmcore_dir is None
+                           else vmcore_dir) or None
         # a writable raw disk image, /dev/vdb in the guest (kdump's target:
         # the root disk is snapshot=on)
         self.disk = disk
+        # more kernel command line (kdump: crashkernel=), after LAB_APPEND's
+        self.append = append
+        # what the console of a guest that died shows (kdump: the capture
+        # kernel's boot, since oops_end() kexecs before panic() prints)
+        self.death_re = death_re or PANIC_RE
         self.vmcore = None
 
     # --- lifecycle -------------------------------------------------------------
@@ -133,7 +139,7 @@ class Lab(object):
         # panic=-1: a panicked guest reboots at once and -no-reboot ends QEMU;
         # with LAB_VMCORE it stays halted (panic=0) until its memory is saved
         append = "console=ttyS0 panic=%d quiet loglevel=4 net.ifnames=0 %s" % (
-            0 if self.vmcore_dir else -1, os.environ.get("LAB_APPEND", ""))
+            0 if self.vmcore_dir else -1, os.environ.get("LAB_APPEND", "") + " " + self.append)
         if self.boot == "fast":
             # decompressed vmlinux via the PVH entry point + busybox initramfs
             boot = ["-kernel", meta["fast"]["kernel"], "-initrd", meta["fast"]["initrd"],
@@ -261,7 +267,7 @@ class Lab(object):
 
     def _guest_dead(self):
         if self.qemu.poll() is not None:
-            self.died = bool(PANIC_RE.search(self.console_tail(1 << 20)))
+            self.died = bool(self.death_re.search(self.console_tail(1 << 20)))
             return True
         if self.vmcore_dir and PANIC_RE.search(self.console_tail(1 << 16)):
             self._save_vmcore()

@@ -17,11 +17,12 @@ failure. These tests cost a boot each: marker `panic`, run by
 """
 import os
 import re
+import time
 
 import pytest
 
+import kdump
 import vmcore_story
-from lab import Lab
 from skbtrace.kernel import event, flightrec
 from test_watcher_lab import PULL_DATA_PANICS
 
@@ -36,21 +37,37 @@ KERNEL = os.environ.get("LAB_KERNEL", "6.1")
 
 
 @pytest.fixture
-def guest(request):
-    """A guest of the test's own: it is not expected to survive."""
+def dumps(request):
+    """How the guest leaves its memory (vmcore_story.Dumps: kdump, QMP or not
+    at all), removed after the test unless LAB_VMCORE keeps it."""
     variant = request.node.callspec.params.get("variant") \
         if hasattr(request.node, "callspec") else None
-    lab = Lab(name=request.node.name, vmcore_dir=vmcore_story.vmcore_dir(KERNEL, variant))
+    try:
+        d = vmcore_story.Dumps(KERNEL, variant)
+    except kdump.KdumpError as e:
+        pytest.fail("kdump for LAB_KERNEL=%s cannot be set up: %s" % (KERNEL, e), pytrace=False)
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+@pytest.fixture
+def guest(request, dumps):
+    """A guest of the test's own: it is not expected to survive."""
+    lab = dumps.lab(request.node.name)
     try:
         lab.__enter__()
+        dumps.arm(lab)
     except Exception as e:
-        pytest.fail("lab guest (LAB_KERNEL=%s) could not boot: %s\nconsole tail:\n%s"
+        lab.__exit__(None, None, None)
+        pytest.fail("lab guest (LAB_KERNEL=%s) could not boot (or load its capture kernel): "
+                    "%s\nconsole tail:\n%s"
                     % (lab.kernel, e, lab.console_tail()), pytrace=False)
     try:
         yield lab
     finally:
         lab.__exit__(None, None, None)
-        vmcore_story.done(lab)
 
 
 def console_blocks(text):
@@ -81,7 +98,7 @@ def assert_rip(lines, fn):
                     reason="LAB_KERNEL=%s survives the bpf_skb_pull_data scenario (upstream "
                            "a1e40ac5b5e9 is in it): the injected tests carry the proof here"
                            % KERNEL)
-def test_natural_panic_leaves_the_seglist_record(guest):
+def test_natural_panic_leaves_the_seglist_record(guest, dumps):
     """A kernel in reach that panics by itself: the watcher's record of the
     skb that crashed is on the console, written before the oops."""
     guest.run("%s topo --gro-list on --router-egress-gso off && %s tc-attach --netns r "
@@ -95,6 +112,7 @@ def test_natural_panic_leaves_the_seglist_record(guest):
                     "scenario (traffic ended: %r): PULL_DATA_PANICS and docs/lab.md are out "
                     "of date; the injected tests carry the proof"
                     % (guest.kernel, guest.meta["release"], res))
+    dumps.collect(guest, guest.console_text())
     before, dump = console_blocks(guest.console_text())
     assert_rip(before, "__udp_gso_segment")
     recs = [r for r in records(dump, "skb_frag_list_watcher") if r.severity == "CRITICAL"]
@@ -110,7 +128,7 @@ def test_natural_panic_leaves_the_seglist_record(guest):
 
 
 @pytest.mark.parametrize("variant", ["plain", "encap"])
-def test_injected_crash_is_recorded_by_both_tools(guest, variant):
+def test_injected_crash_is_recorded_by_both_tools(guest, dumps, variant):
     """CRITICAL means "this skb panics": the watcher's CRITICAL record names
     exactly the skb the injector broke, and skb_segment is where the kernel
     died; with the encapsulation, the detector's record names
@@ -127,9 +145,13 @@ def test_injected_crash_is_recorded_by_both_tools(guest, variant):
     guest.wait_tool("d")
     guest.run("sysctl -qw kernel.panic_on_oops=1 && insmod /tmp/kmod/skb_fault_inject.ko "
               "ifname=r-h2", check=True)
+    t0 = time.time()
     died, res = guest.run_until_death("%s tcp-bulk --seconds 3" % T, timeout=300)
     assert died, ("the guest survived the injected state", res, guest.console_tail())
+    guest.log("traffic to QEMU's end: %.1f s" % (time.time() - t0))
     text = guest.console_text()
+    # kdump: the capture kernel took over from the oops and wrote its files
+    dumps.collect(guest, text)
     broke = re.search(r"skb_fault_inject: breaking skb ([0-9a-f]{16}) on r-h2: .* "
                       r"gso_type=0x([0-9a-f]+) encapsulation=(\d)", text)
     assert broke, text[-4000:]
@@ -178,4 +200,4 @@ def test_injected_crash_is_recorded_by_both_tools(guest, variant):
     # the same story from the guest's memory (VMCORE_KERNELS, or LAB_VMCORE)
     if guest.vmcore:
         vmcore_story.check(guest, skb, w[0].int_field("gso_size"), int(broke.group(2), 16),
-                           variant)
+                           variant, dmesg=dumps.files.get("vmcore-dmesg.txt"))
