@@ -147,18 +147,7 @@ class Sink(object):
             self._errors = stream.errors
 
     def write(self, line):
-        if self._pending:
-            self.flush()
-        if self.gone:
-            raise ReaderGone()
-        try:
-            self.stream.write(line + "\n")
-            self.stream.flush()
-        except (IOError, OSError) as e:
-            if e.errno not in (errno.EPIPE, errno.EIO):     # EIO: the terminal hung up
-                raise
-            self._reader_gone()
-            raise ReaderGone()
+        self._write_stream(line + "\n")
 
     def write_text(self, text):
         """Lines, each ending in a newline, queued for the next flush()."""
@@ -219,7 +208,7 @@ class Sink(object):
             self.stream.write(text)
             self.stream.flush()
         except (IOError, OSError) as e:
-            if e.errno not in (errno.EPIPE, errno.EIO):
+            if e.errno not in (errno.EPIPE, errno.EIO):     # EIO: the terminal hung up
                 raise
             self._reader_gone()
             raise ReaderGone()
