@@ -227,9 +227,10 @@ class Hits(object):
     def ratios(self, label, ref, field, scale=1.0):
         """Per round, label's field over ref's (0: hits, 1: ns, 2: rate),
         the rounds where both ran."""
+        # a round without hits (nan per hit) or traffic measured nothing
         return [scale * a[field] / b[field]
                 for a, b in zip(self.rows.get(label, []), self.rows.get(ref, []))
-                if a and b and b[field]]
+                if a and b and b[field] and a[field] == a[field] and b[field] == b[field]]
 
 
 def measure_hits(lab, seconds, reps, configs, caps):
@@ -297,7 +298,7 @@ def hits_verdicts(h, configs, caps, why_not_run=None):
         if values:
             out.append(targets.measured(target, name, values))
             return
-        why = h.errors.get(label) or h.errors.get(ref) or "no rounds where both ran"
+        why = h.errors.get(label) or h.errors.get(ref) or "no round where both ran and had hits"
         out.append(targets.not_measured(target, name, "did not run: %s" % why))
 
     for tool, _cmd in TOOLS:
