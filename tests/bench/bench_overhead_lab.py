@@ -165,7 +165,9 @@ class Hits(object):
     def start_stop(self, label, cmd):
         lab = self.lab
         if cmd is not None:
-            return (lambda: lab.start_tool(cmd + " -o /dev/null"), lambda: lab.stop_tool())
+            # stdout to /dev/null (-o refuses a device); stderr stays the
+            # lab's, where "Hit Ctrl-C to end" says it is tracing
+            return (lambda: lab.start_tool(cmd + " > /dev/null"), lambda: lab.stop_tool())
         mode = GUEST_MODE[label]
 
         def start():
