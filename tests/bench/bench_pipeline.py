@@ -4,7 +4,9 @@ hand-built events. Prints figures; asserts nothing (not a timed test).
     /usr/bin/python3 tests/bench/bench_pipeline.py [N] [--rounds R]
 
 Three paths per output mode, run in turns (R rounds of N events each; the
-best round counts, so a busy machine slows every path alike). Rates are
+table shows the best round, so a busy machine slows every path alike; the
+closing verdict lines on issue 18's native target, text and --json as the
+tool runs, the median of the rounds with their spread). Rates are
 events per second of the process's CPU time (time.process_time(): user and
 system), which another job on the machine disturbs far less than wall time;
 --wall for wall-clock time.
@@ -33,6 +35,7 @@ import tracemalloc
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "unit"))
+sys.path.insert(0, HERE)
 
 from helpers import FixedClock, ip4, make_event, to_bytes  # noqa: E402
 from skbtrace.kernel import decoder, event, gso, hooks  # noqa: E402
@@ -44,6 +47,7 @@ from skbtrace.output.clock import Clock  # noqa: E402
 from skbtrace.output.formatter import Formatter  # noqa: E402
 from skbtrace.output.sink import Sink  # noqa: E402
 from skbtrace.live.stats import Stats, WATCHER_EVENTS  # noqa: E402
+import targets  # noqa: E402
 
 
 def events(n):
@@ -143,14 +147,15 @@ def configs():
     ]
 
 
-def best_rate(loops, data, rounds, clock=time.process_time):
-    best = [0.0] * len(loops)
+def rates(loops, data, rounds, clock=time.process_time):
+    """Per loop, its rate in each round; the loops run in turns."""
+    out = [[] for _ in loops]
     for _ in range(rounds):
         for i, loop in enumerate(loops):
             t0 = clock()
             loop(data)
-            best[i] = max(best[i], len(data) / max(clock() - t0, 1e-9))
-    return best
+            out[i].append(len(data) / max(clock() - t0, 1e-9))
+    return out
 
 
 def peak_kib(loop, data):
@@ -176,18 +181,28 @@ def main():
     print("%-20s %10s %10s %6s %12s %12s  %s" % (
         "", "reference", "fast", "ratio", "tool 1/poll", "tool %d/poll" % args.batch,
         "fast: us/event, peak"))
+    verdicts = []
     for label, make_fmt, hook_table, names in configs():
         is_det = label.startswith("detector")
         loops = [make(make_fmt(), hook_table, names, udp_tunnel.Verdict() if is_det else None)
                  for make in (reference_loop, fast_loop, tool_loop)]
         loops.append(tool_loop(make_fmt(), hook_table, names,
                                udp_tunnel.Verdict() if is_det else None, per_poll=args.batch))
-        ref, fast, tool, batched = best_rate(loops, data, args.rounds,
-                                             time.perf_counter if args.wall else time.process_time)
+        per_round = rates(loops, data, args.rounds,
+                          time.perf_counter if args.wall else time.process_time)
+        ref, fast, tool, batched = [max(r) for r in per_round]
+        tool_name, kind = label.replace("--", "").split()
+        if kind != "verbose":
+            for poll, values in (("1", per_round[2]), (str(args.batch), per_round[3])):
+                verdicts.append(targets.measured("native-as-the-tool-runs", "%s/%s/%s-a-poll"
+                                                 % (tool_name, kind, poll), values))
         peak = peak_kib(fast_loop(make_fmt(), hook_table, names,
                                   udp_tunnel.Verdict() if is_det else None), data)
         print("%-20s %10.0f %10.0f %5.1fx %12.0f %12.0f  %.2f us, %.0f KiB" % (
             label, ref, fast, fast / ref, tool, batched, 1e6 / fast, peak))
+    print("\n" + "\n".join(targets.block(
+        verdicts, "targets of issue 18, natively: events per %s second as the tool runs"
+        % ("wall-clock" if args.wall else "CPU"))))
 
 
 if __name__ == "__main__":

@@ -4,10 +4,14 @@ event source (perf buffers or a BPF ring buffer, as the tools build them) for
 the loss and user-space figures.
 
     python3 tests/bench/guest_bench.py floor|floor-fentry|bpftrace   # until /tmp/bench-stop exists
-    python3 tests/bench/guest_bench.py loss|userspace [--seconds 5]
+    python3 tests/bench/guest_bench.py loss [--seconds 5] [--loss-seconds 30] [--no-sweep]
+    python3 tests/bench/guest_bench.py userspace [--seconds 5] [--reps 3]
+    python3 tests/bench/guest_bench.py caps     # RESULT caps {"ring": [ok, why], "fentry": ...}
 """
 import argparse
+import collections
 import ctypes
+import json
 import os
 import subprocess
 import sys
@@ -135,7 +139,7 @@ def bpftrace():
     p.wait()
 
 
-# --- a perf-buffer event source ------------------------------------------------
+# --- an event source (perf buffers or a ring buffer) -------------------------
 
 SOURCE = r"""
 #include "skb_event.h"
@@ -145,15 +149,17 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 BPF_PERF_OUTPUT(events);
 #endif
 BPF_ARRAY(tmpl, struct skb_event, 1);
+BPF_ARRAY(gen, u32, 1);
 BPF_PERCPU_ARRAY(sent, u64, 2);
 int emit(struct pt_regs *ctx)
 {
     u32 zero = 0, one = 1;
     struct skb_event *t = tmpl.lookup(&zero);
+    u32 *pid = gen.lookup(&zero);
     u64 *v;
-    if (!t)
+    if (!t || !pid)
         return 0;
-    if ((bpf_get_current_pid_tgid() >> 32) != GEN_PID)
+    if ((bpf_get_current_pid_tgid() >> 32) != *pid)
         return 0;
     t->ts_ns = bpf_ktime_get_ns();
     v = sent.lookup(&zero);
@@ -215,17 +221,16 @@ while time.time() < end:
 class Source(object):
     """A separate process calling getppid() is the trigger (its own CPU,
     not this process's GIL): one event per call from a kprobe on the
-    syscall, for that process only."""
+    syscall, for that process only (its pid in the gen map). Compiled once
+    (a compile takes tens of seconds under TCG) and run once per
+    measurement, each with a generator of its own."""
 
-    def __init__(self, rate, seconds, page_cnt=64, ring=False):
+    def __init__(self, page_cnt=64, ring=False):
         from bcc import BPF
-        self.gen = subprocess.Popen([sys.executable, "-c", GENERATOR, str(rate), str(seconds)],
-                                    stdin=subprocess.PIPE)
         # a ring buffer as large as the perf buffers together, as the tools
         # size it (skbtrace.live.loader.ring_pages)
         self.ring_pages = loader.ring_pages(page_cnt) if ring else 0
-        text = SOURCE.replace("GEN_PID", str(self.gen.pid))
-        text = "#define RINGBUF_PAGES %d\n" % self.ring_pages + text
+        text = "#define RINGBUF_PAGES %d\n" % self.ring_pages + SOURCE
         with open(os.path.join(ROOT, "bpf", "skb_event.h")) as f:
             text = text.replace('#include "skb_event.h"', f.read())
         self.b = BPF(text=text)
@@ -233,18 +238,31 @@ class Source(object):
         self.b.attach_kprobe(event=self.b.get_syscall_fnname("getppid"), fn_name="emit")
         self.page_cnt = page_cnt
         self.lost = 0
+        self.callback = None
 
-    def open(self, callback):
         def lost(n):
             self.lost += n
 
+        def perf_cb(cpu, data, size):
+            self.callback(cpu, data, size)
+
         def ring_cb(_ctx, data, size):
-            callback(-1, data, size)
+            self.callback(-1, data, size)
             return 0
         if self.ring_pages:
             self.b["events"].open_ring_buffer(ring_cb)
         else:
-            self.b["events"].open_perf_buffer(callback, page_cnt=self.page_cnt, lost_cb=lost)
+            self.b["events"].open_perf_buffer(perf_cb, page_cnt=page_cnt, lost_cb=lost)
+
+    @property
+    def name(self):
+        return "ring" if self.ring_pages else "perf"
+
+    def generator(self, rate, seconds):
+        gen = subprocess.Popen([sys.executable, "-c", GENERATOR, str(rate), str(seconds)],
+                               stdin=subprocess.PIPE)
+        self.b["gen"][ctypes.c_int(0)] = ctypes.c_uint32(gen.pid)
+        return gen
 
     def poll(self, timeout):
         if self.ring_pages:
@@ -252,15 +270,16 @@ class Source(object):
         else:
             self.b.perf_buffer_poll(timeout=timeout)
 
-    def sent(self):
+    def counts(self):
+        """(records the program tried to send, sends that failed, records
+        the perf lost callback reported), since the start."""
         v = [sum(int(x) for x in self.b["sent"][ctypes.c_int(i)]) for i in (0, 1)]
-        return v[0], v[1]
+        return v[0], v[1], self.lost
 
 
 def emit_cost():
     """(run_cnt, run_time_ns) of the source's program, from the kernel's own
     statistics (kernel.bpf_stats_enabled): what a record costs to send."""
-    import json
     out = subprocess.run(["bpftool", "-j", "prog", "show", "name", "emit"],
                          stdout=subprocess.PIPE, universal_newlines=True).stdout
     progs = json.loads(out or "[]")
@@ -269,27 +288,60 @@ def emit_cost():
             sum(p.get("run_time_ns", 0) for p in progs))
 
 
-def consume(src, callback):
-    """Start the generator, read until it is done; (received, sent, lost,
-    seconds)."""
+Run = collections.namedtuple("Run", "received sent lost seconds lost_by_second")
+
+
+def consume(src, callback, rate, seconds):
+    """Start a generator (rate events/s, 0: as fast as it can, for seconds),
+    read until it is done and its records are read. lost_by_second: {second
+    of the run: records lost in it}, where the losses happened, as the
+    consumer learnt of them (a perf buffer's lost callback, a ring buffer's
+    failed reservations counted by the program, read once a second)."""
     got = [0]
+    by_second = collections.OrderedDict()
+    seen = [0]
+    check = [0.0]
+    t0 = [0.0]
+
+    def note_losses(now):
+        """Once a second at most: the losses since the last look, put in
+        the second of the run they were seen in."""
+        if now < check[0]:
+            return
+        check[0] = now + 1
+        _sent, fail, lost = src.counts()
+        n = max(fail - fail0, lost - lost0)
+        if n > seen[0]:
+            sec = int(now - t0[0])
+            by_second[sec] = by_second.get(sec, 0) + n - seen[0]
+            seen[0] = n
 
     def cb(cpu, data, size):
         got[0] += 1
         callback(cpu, data, size)
+        # a ring buffer's poll reads on while records keep coming: look
+        # from inside it too
+        if not got[0] & 255:
+            note_losses(time.time())
     after_poll = getattr(callback, "after_poll", None) or (lambda: None)
-    src.open(cb)
-    t0 = time.time()
-    src.gen.stdin.write(b"go\n")
-    src.gen.stdin.close()
-    while src.gen.poll() is None:
+    src.callback = cb
+    sent0, fail0, lost0 = src.counts()
+    gen = src.generator(rate, seconds)
+    t0[0] = time.time()
+    check[0] = t0[0] + 1
+    gen.stdin.write(b"go\n")
+    gen.stdin.close()
+    while gen.poll() is None:
         src.poll(100)
         after_poll()
+        note_losses(time.time())
     src.poll(0)
     after_poll()
-    dt = time.time() - t0
-    sent, fail = src.sent()
-    return got[0], sent, max(fail, src.lost), dt
+    dt = time.time() - t0[0]
+    check[0] = 0
+    note_losses(time.time())
+    sent, _fail, _lost = src.counts()
+    return Run(got[0], sent - sent0, seen[0], dt, by_second)
 
 
 def pipeline(kind):
@@ -332,31 +384,60 @@ def ring_supported():
 
 
 def buffers():
+    """[ring?] for each buffer this kernel has, the default (ring where there
+    is one) first; and why there is no ring buffer (None when there is)."""
     ok, why = ring_supported()
     if not ok:
         print("(no ring buffer here: %s)" % why)
-    return [False, True] if ok else [False]
+    return ([True, False] if ok else [False]), why
 
 
-def loss(seconds):
-    """The watcher's text path as the consumer, default buffer size."""
-    print("%-6s %-10s %10s %10s %10s %8s %12s" % ("buffer", "asked ev/s", "sent", "received",
-                                                  "lost", "ev/s", "ns/record"))
+def result(key, value):
+    """A line bench_overhead_lab.py reads back (the figures it turns into
+    the verdict), after the human-readable ones."""
+    print("RESULT %s %s" % (key, json.dumps(value)), flush=True)
+
+
+def show_losses(by_second):
+    return ", ".join("%ds %d" % kv for kv in by_second.items()) or "none"
+
+
+def loss(seconds, loss_seconds, rate, sweep):
+    """The watcher's text path as the consumer, default buffer size: the
+    issue's case (rate events/s for loss_seconds), then, with sweep, each
+    rate of a sweep for seconds to show where losses start."""
+    rings, why = buffers()
+    print("%-6s %-10s %7s %10s %10s %10s %8s %12s  %s" % (
+        "buffer", "asked ev/s", "seconds", "sent", "received", "lost", "ev/s", "ns/record",
+        "lost in second s of the run"))
     subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=1"])
-    for ring in buffers():
-        for rate in (2000, 5000, 10000, 20000, 50000, 100000, 0):
-            src = Source(rate, seconds, ring=ring)
-            got, sent, lost, dt = consume(src, pipeline("text"))
+    out = {"default": "perf" if why else "ring", "ring_why": why, "rate": rate,
+           "seconds": loss_seconds}
+    for ring in rings:
+        src = Source(ring=ring)
+        cases = [(rate, loss_seconds)]
+        if sweep:
+            cases += [(r, seconds) for r in (2000, 5000, 10000, 20000, 50000, 100000, 0)]
+        for i, (r, secs) in enumerate(cases):
+            cnt0, ns0 = emit_cost()
+            run = consume(src, pipeline("text"), r, secs)
             cnt, ns = emit_cost()
-            print("%-6s %-10s %10d %10d %10d %8.0f %12.0f" % (
-                "ring" if ring else "perf", rate or "max", sent, got, lost, got / dt,
-                ns / cnt if cnt else float("nan")))
-            src.b.cleanup()
+            print("%-6s %-10s %7d %10d %10d %10d %8.0f %12.0f  %s" % (
+                src.name, r or "max", secs, run.sent, run.received, run.lost,
+                run.received / run.seconds,
+                (ns - ns0) / (cnt - cnt0) if cnt > cnt0 else float("nan"),
+                show_losses(run.lost_by_second)), flush=True)
+            if i == 0:
+                out[src.name] = {"sent": run.sent, "received": run.received, "lost": run.lost,
+                                 "lost_by_second": list(run.lost_by_second.items())}
+        src.b.cleanup()
     subprocess.run(["sysctl", "-qw", "kernel.bpf_stats_enabled=0"])
+    result("loss", out)
 
 
-def userspace(seconds):
-    from bcc import BPF  # noqa: F401
+def userspace(seconds, reps):
+    """Each consumer in turns (empty, bcc print, tool text, tool --json,
+    then again), reps times per buffer, on one source per buffer."""
     out = open(os.devnull, "w")
 
     def empty(_cpu, _data, _size):
@@ -369,25 +450,45 @@ def userspace(seconds):
             e = table.event(data)
             print("%d %x %d %d" % (e.event, e.skb, e.gso_size_after, e.len), file=out, flush=True)
         return cb
-    print("%-6s %-34s %10s %10s %10s" % ("buffer", "consumer (generator as fast as it can)",
-                                         "received", "lost", "ev/s"))
-    for ring in buffers():
-        for label, make in (("empty callback (bcc floor)", lambda s: empty),
-                            ("bcc table.event + print", bcc_plain),
-                            ("watcher text", lambda s: pipeline("text")),
-                            ("watcher --verbose", lambda s: pipeline("verbose")),
-                            ("watcher --json", lambda s: pipeline("json"))):
-            src = Source(0, seconds, page_cnt=1024, ring=ring)
-            got, sent, lost, dt = consume(src, make(src))
-            print("%-6s %-34s %10d %10d %10.0f" % ("ring" if ring else "perf", label, got, lost,
-                                                  got / dt))
-            src.b.cleanup()
+    consumers = (("empty", "empty callback (bcc floor)", lambda s: empty),
+                 ("bcc", "bcc table.event + print", bcc_plain),
+                 ("text", "watcher text", lambda s: pipeline("text")),
+                 ("json", "watcher --json", lambda s: pipeline("json")))
+    rings, why = buffers()
+    print("%-6s %3s %-34s %10s %10s %10s" % ("buffer", "rep", "consumer (generator as fast "
+                                             "as it can)", "received", "lost", "ev/s"))
+    res = {"ring_why": why}
+    for ring in rings:
+        src = Source(page_cnt=1024, ring=ring)
+        rates = res[src.name] = dict((key, []) for key, _l, _m in consumers)
+        for rep in range(reps):
+            for key, label, make in consumers:
+                run = consume(src, make(src), 0, seconds)
+                rates[key].append(run.received / run.seconds)
+                print("%-6s %3d %-34s %10d %10d %10.0f" % (
+                    src.name, rep + 1, label, run.received, run.lost, rates[key][-1]),
+                    flush=True)
+        src.b.cleanup()
+    result("userspace", res)
+
+
+def caps():
+    """What this kernel and bcc can run: a ring buffer, fentry."""
+    from bcc import BPF
+    ring = ring_supported()
+    fentry = loader.kfunc_support(BPF)
+    result("caps", {"ring": list(ring), "fentry": list(fentry)})
 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["floor", "floor-fentry", "bpftrace", "loss", "userspace"])
+    p.add_argument("mode", choices=["floor", "floor-fentry", "bpftrace", "loss", "userspace",
+                                    "caps"])
     p.add_argument("--seconds", type=int, default=5)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--loss-seconds", type=int, default=30)
+    p.add_argument("--loss-rate", type=int, default=20000)
+    p.add_argument("--no-sweep", action="store_true")
     a = p.parse_args()
     if a.mode == "floor":
         floor()
@@ -396,9 +497,11 @@ def main():
     elif a.mode == "bpftrace":
         bpftrace()
     elif a.mode == "loss":
-        loss(a.seconds)
+        loss(a.seconds, a.loss_seconds, a.loss_rate, not a.no_sweep)
+    elif a.mode == "caps":
+        caps()
     else:
-        userspace(a.seconds)
+        userspace(a.seconds, a.reps)
 
 
 if __name__ == "__main__":
