@@ -32,7 +32,7 @@ PM = os.path.join(ROOT, "skb_postmortem.py")
 # for these; LAB_VMCORE_KERNELS changes the list)
 VMCORE_KERNELS = os.environ.get("LAB_VMCORE_KERNELS", "6.1 5.10").split()
 # of those, where the capture kernel writes it (the others: QMP)
-KDUMP_KERNELS = os.environ.get("LAB_KDUMP_KERNELS", "6.1").split()
+KDUMP_KERNELS = os.environ.get("LAB_KDUMP_KERNELS", "6.1 5.10").split()
 VMCORE_TMP = "/var/tmp/skbtrace-lab/vmcores"
 
 

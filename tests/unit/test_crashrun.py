@@ -186,6 +186,7 @@ for line in sys.stdin:
     ("5.10-vmcore-session.txt", "0xffff88807d948a00", "inner tcp 58780 > 9000"),
     ("5.10-vmcore-session-crash7.txt", "0xffff88807d948a00", "inner tcp 58780 > 9000"),
     ("6.1-kdump-session.txt", "0xffff8880096cd800", "inner tcp 55654 > 9000"),
+    ("5.10-kdump-session-crash7.txt", "0xffff888004c4eb00", "inner tcp 52260 > 9000"),
 ])
 def test_replayed_sessions_tell_the_injected_skb(tmp_path, vmlinux, session, skb, flow):
     src = os.path.join(HERE, "data", "postmortem", session)
