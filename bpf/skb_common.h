@@ -131,7 +131,13 @@ BPF_PERCPU_ARRAY(scratch, struct scratch_t, SCRATCH_LEVELS);
 BPF_PERCPU_ARRAY(levels, u32, 1);
 BPF_PROG_ARRAY(stages, NR_STAGES);
 BPF_PERCPU_ARRAY(counters, u64, NR_COUNTERS);
-BPF_PERCPU_ARRAY(hook_hits, u64, MAX_HOOKS);
+/* Per hook, one lookup counts a hit and, when the filters drop it, that too:
+ * a dropped hit costs little more than the lookup (see hit_passes()). */
+struct hook_count_t {
+	u64 hits;
+	u64 filtered;
+};
+BPF_PERCPU_ARRAY(hook_hits, struct hook_count_t, MAX_HOOKS);
 BPF_PERCPU_ARRAY(hook_lost, u64, MAX_HOOKS);	/* perf_submit failures, by hook */
 /* LRU: a task's depth stays at 0 between calls (no insert and delete per
  * call) and ages out when the task is gone; an entry whose return never came
@@ -139,6 +145,13 @@ BPF_PERCPU_ARRAY(hook_lost, u64, MAX_HOOKS);	/* perf_submit failures, by hook */
 BPF_TABLE("lru_hash", struct task_key_t, u32, depths, 10240);
 BPF_TABLE("lru_hash", struct entry_key_t, struct entry_t, entries, 10240);
 BPF_TABLE("lru_hash", u64, struct last_t, last_change, LAST_CHANGE_ENTRIES);
+/* Entry records saved and not yet taken back, by hook (entries and the
+ * watcher's pending): a return of a hook with none skips its lookup, which
+ * is every return when a filter matches nothing. Shared by the CPUs (a call
+ * may return on another one), changed atomically; an entry the LRU evicts
+ * keeps its count, which only costs lookups. A plain array: the verifier
+ * inlines its lookup. */
+BPF_ARRAY(kept_calls, u64, MAX_HOOKS);
 
 static __always_inline void count(u32 idx)
 {
@@ -149,9 +162,24 @@ static __always_inline void count(u32 idx)
 
 static __always_inline void count_hit(u32 hook_id)
 {
-	u64 *v = hook_hits.lookup(&hook_id);
+	struct hook_count_t *v = hook_hits.lookup(&hook_id);
 	if (v)
-		(*v)++;
+		v->hits++;
+}
+
+static __always_inline void kept_add(u32 hook_id, s64 n)
+{
+	u64 *v = kept_calls.lookup(&hook_id);
+
+	if (v)
+		__sync_fetch_and_add(v, n);
+}
+
+static __always_inline int kept_any(u32 hook_id)
+{
+	u64 *v = kept_calls.lookup(&hook_id);
+
+	return v && *v;
 }
 
 /* The scratch of the hook running now on this CPU (see SCRATCH_LEVELS):
@@ -370,27 +398,75 @@ static __always_inline int addr_eq(u8 *a, u8 fam, u32 w0, u32 w1, u32 w2, u32 w3
 /*
  * The cheap path. On a busy node most hook hits are dropped by the filters;
  * such a hit must not pay for the whole copy of struct sk_buff and
- * skb_shared_info (~550 bytes) and the header parsing. prefilter() reads only
- * the few fields a compiled-in filter needs, straight from the skb, and drops
- * what it can decide; what it cannot decide cheaply (an address filter when
- * the skb may carry an inner header) goes on to filter_keep() on the full
- * copy, which stays the definition of what is kept. Returns 0 to drop.
+ * skb_shared_info (~550 bytes), the header parsing, the scratch or the entry
+ * bookkeeping: the hook runs prefilter() first (hit_passes()). It reads only
+ * what a compiled-in filter needs and drops what it can decide; what it cannot
+ * decide cheaply (an address filter when the skb may carry an inner header)
+ * goes on to filter_keep() on the full copy, which stays the definition of
+ * what is kept. Returns 0 to drop.
+ *
+ * Each helper call is most of a dropped hit's cost, so the skb fields come in
+ * one read: protocol, the header offsets, end and head sit together at the
+ * end of struct sk_buff (the headers group, then tail, end, head: 4.18, 5.10,
+ * 6.1, 6.12). A layout that spreads them wider is read field by field.
  */
+#define PF_OFF(f) __builtin_offsetof(struct sk_buff, f)
+#define PF_END(f) (PF_OFF(f) + sizeof(((struct sk_buff *)0)->f))
+#define PF_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define PF_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define PF_LO PF_MIN(PF_MIN(PF_MIN(PF_OFF(protocol), PF_OFF(network_header)), \
+			    PF_MIN(PF_OFF(inner_network_header), PF_OFF(end))), PF_OFF(head))
+#define PF_HI PF_MAX(PF_MAX(PF_MAX(PF_END(protocol), PF_END(network_header)), \
+			    PF_MAX(PF_END(inner_network_header), PF_END(end))), PF_END(head))
+#define PF_SPAN 64
+
+struct pf_fields_t {
+	unsigned char *head;
+	sk_buff_data_t end;
+	__be16 protocol;
+	u16 nh;
+	u16 inh;
+};
+
+#define PF_TAKE(buf, dst, field) \
+	__builtin_memcpy((dst), (buf) + PF_OFF(field) - PF_LO, sizeof(*(dst)))
+
+static __always_inline void pf_read(struct sk_buff *skb, struct pf_fields_t *f)
+{
+	if (PF_HI - PF_LO <= PF_SPAN) {
+		u8 buf[PF_SPAN] = {};
+
+		bpf_probe_read(buf, PF_HI - PF_LO, (u8 *)skb + PF_LO);
+		PF_TAKE(buf, &f->head, head);
+		PF_TAKE(buf, &f->end, end);
+		PF_TAKE(buf, &f->protocol, protocol);
+		PF_TAKE(buf, &f->nh, network_header);
+		PF_TAKE(buf, &f->inh, inner_network_header);
+	} else {
+		bpf_probe_read(&f->head, sizeof(f->head), &skb->head);
+		bpf_probe_read(&f->end, sizeof(f->end), &skb->end);
+		bpf_probe_read(&f->protocol, sizeof(f->protocol), &skb->protocol);
+		bpf_probe_read(&f->nh, sizeof(f->nh), &skb->network_header);
+		bpf_probe_read(&f->inh, sizeof(f->inh), &skb->inner_network_header);
+	}
+}
+
 static __always_inline int prefilter(struct sk_buff *skb)
 {
+#if FILTER_GSO_ONLY || FILTER_SRC || FILTER_DST
+	struct pf_fields_t f = {};
+
+	pf_read(skb, &f);
+#endif
 #if FILTER_GSO_ONLY
 	{
-		unsigned char *head = 0;
-		sk_buff_data_t end = 0;
 		unsigned short gs = 0;
 		unsigned char *shp;
 
-		bpf_probe_read(&head, sizeof(head), &skb->head);
-		bpf_probe_read(&end, sizeof(end), &skb->end);
 #ifdef NET_SKBUFF_DATA_USES_OFFSET
-		shp = head + end;
+		shp = f.head + f.end;
 #else
-		shp = end;
+		shp = f.end;
 #endif
 		bpf_probe_read(&gs, sizeof(gs), &((struct skb_shared_info *)shp)->gso_size);
 		if (gs == 0)
@@ -421,21 +497,37 @@ static __always_inline int prefilter(struct sk_buff *skb)
 #endif
 #if FILTER_SRC || FILTER_DST
 	{
-		unsigned char *head = 0;
-		u16 nh = 0, inh = 0, proto = 0, sp = 0, dp = 0, next = 0;
-		u8 fam = 0, l4 = 0;
-		u8 sa[16] = {}, da[16] = {};
+		/* the IPv4 header, or the IPv6 one: one read each; the ports are
+		 * not filtered on */
+		union {
+			struct iphdr v4;
+			struct ipv6hdr v6;
+			u8 raw[sizeof(struct ipv6hdr) + 16];
+		} h = {};
+		u16 proto = __builtin_bswap16(f.protocol);
+		u8 *sa, *da, fam, l4;
 
-		bpf_probe_read(&proto, sizeof(proto), &skb->protocol);
-		proto = __builtin_bswap16(proto);
 		if (proto != ETH_P_IP && proto != ETH_P_IPV6)
 			return 0;
-		bpf_probe_read(&head, sizeof(head), &skb->head);
-		bpf_probe_read(&nh, sizeof(nh), &skb->network_header);
-		bpf_probe_read(&inh, sizeof(inh), &skb->inner_network_header);
-		parse_l3(head, nh, (u16)~0U, &fam, &l4, sa, da, &sp, &dp, &next);
 		/* an inner header may match: the full path decides */
-		if ((inh && inh != nh) || l4 == IPPROTO_IPIP || l4 == IPPROTO_IPV6)
+		if (f.inh && f.inh != f.nh)
+			return 1;
+		bpf_probe_read(&h.v4, sizeof(h.v4), f.head + f.nh);
+		if (h.v4.version == 4) {
+			fam = 4;
+			l4 = h.v4.protocol;
+			sa = (u8 *)&h.v4.saddr;
+			da = (u8 *)&h.v4.daddr;
+		} else if (h.v4.version == 6) {
+			bpf_probe_read(&h.v6, sizeof(h.v6), f.head + f.nh);
+			fam = 6;
+			l4 = h.v6.nexthdr;
+			sa = (u8 *)&h.v6.saddr;
+			da = (u8 *)&h.v6.daddr;
+		} else {
+			return 0;
+		}
+		if (l4 == IPPROTO_IPIP || l4 == IPPROTO_IPV6)
 			return 1;
 #if FILTER_SRC
 		if (!addr_eq(sa, fam, FILTER_SRC_W0, FILTER_SRC_W1, FILTER_SRC_W2,
@@ -450,6 +542,21 @@ static __always_inline int prefilter(struct sk_buff *skb)
 	}
 #endif
 	return 1;
+}
+
+/* A hook's first step: count the hit and run the cheap filters. 0: dropped
+ * (and counted as such, in the same lookup). */
+static __always_inline int hit_passes(u32 hook_id, struct sk_buff *skb)
+{
+	struct hook_count_t *v = hook_hits.lookup(&hook_id);
+
+	if (v)
+		v->hits++;
+	if (prefilter(skb))
+		return 1;
+	if (v)
+		v->filtered++;
+	return 0;
 }
 
 /* In-kernel filters, compiled in only when asked for (see CONFIG block).
@@ -497,7 +604,8 @@ static __always_inline int filter_keep(struct scratch_t *s)
 	return 1;
 }
 
-/* Load the skb into s, apply the filters. NULL when the hit is not reported.
+/* Load the skb into s, apply the full filters (prefilter() ran in the hook).
+ * NULL when the hit is not reported.
  * report_here: the hit may send a line now, so the event's fields (task,
  * device, flow) are filled. An entry that only saves its state for the
  * return (which builds the event from a fresh read) leaves them unfilled
@@ -506,10 +614,6 @@ static __always_inline int filter_keep(struct scratch_t *s)
 static __always_inline struct scratch_t *load(struct scratch_t *s, struct sk_buff *skb,
 					      u32 hook_id, int report_here)
 {
-	if (!prefilter(skb)) {
-		count(CNT_FILTERED);
-		return 0;
-	}
 	if (read_skb(s, skb))
 		return 0;
 	if (report_here || FILTER_SRC || FILTER_DST || FILTER_IFINDEX ||
@@ -605,13 +709,15 @@ static __always_inline u8 severity_of(u32 reasons)
 
 /*
  * Entry/return pairing. A kretprobe cannot read the traced function's
- * arguments, so with the kprobe backend every entry, kept or filtered, pushes
- * the task's nesting depth and every return pops it: the depth pairs them.
- * An fexit program reads the same argument copy its fentry program read (the
- * trampoline's), so there an entry is keyed by its hook and first argument,
- * and a filtered entry leaves nothing behind: its return costs one lookup
- * that misses. The depth then counts the task's kept calls only (the
- * detector's "nested").
+ * arguments, so with the kprobe backend the task's nesting depth pairs them:
+ * every kept entry pushes it and its return pops it; a filtered entry pushes
+ * it only inside a pushed call (depth_filtered()), so a return that finds
+ * depth 0 had a filtered entry and stops there. An fexit program reads the
+ * same argument copy its fentry program read (the trampoline's), so there an
+ * entry is keyed by its hook and first argument, and a filtered entry leaves
+ * nothing behind. Either way a return whose hook has no entry saved anywhere
+ * (kept_calls) does no lookup at all. The depth counts the task's kept calls
+ * (and filtered calls inside them; the detector's "nested").
  */
 static __always_inline u32 push_depth(struct task_key_t *tk)
 {
@@ -734,6 +840,8 @@ static __always_inline void save_entry(struct scratch_t *s, struct sk_buff *skb,
 #endif
 	if (entries.update(ek, e))
 		count(CNT_ENTRY_FULL);
+	else
+		kept_add(hook_id, 1);
 }
 
 /* Fetch and delete the entry record of this return into s->entry; -1 when
@@ -751,12 +859,16 @@ static __always_inline int take_entry(struct scratch_t *s, struct call_t *c)
 		return -1;
 	return_found(c, &tk);
 	if (e->hook_id != c->hook_id) {
+		u32 other = e->hook_id;
+
 		count(CNT_UNPAIRED);
 		entries.delete(&ek);
+		kept_add(other, -1);
 		return -1;
 	}
 	__builtin_memcpy(&s->entry, e, sizeof(s->entry));
 	entries.delete(&ek);
+	kept_add(c->hook_id, -1);
 	return 0;
 }
 
@@ -968,12 +1080,60 @@ static __always_inline void flight_record(struct skb_event *ev, int tunnel_sette
  */
 static __always_inline int stage_body(void *ctx, struct scratch_t *s, struct call_t *c,
 				      u32 prog);
+/* Each tool says which of its stages start with the filters (the hook runs
+ * hit_passes() itself, the stage neither counts the hit nor prefilters) and
+ * which return stages take an entry record (the hook skips them when its
+ * kept_calls count is zero). Called with constants: the branches fold. */
+static __always_inline int filters_first(u32 prog, u32 hflags);
+static __always_inline int takes_entry(u32 prog);
+
+/* kprobe: a filtered entry pushes the task's depth only when a call of the
+ * task is already pushed (depth > 0), so that a kept call's return still
+ * finds its own depth; at depth 0 it leaves nothing, and a return that finds
+ * depth 0 knows its entry was such a one (calls nest on one task's stack).
+ * The depth is never per hook, so this holds across hooks. */
+static __always_inline void depth_filtered(void)
+{
+	struct task_key_t tk = {};
+	u32 *dp;
+
+	task_key(&tk);
+	dp = depths.lookup(&tk);
+	if (dp && *dp)
+		*dp += 1;
+}
+
+/* kprobe, at the return of a hook whose stage takes an entry: 0 when there
+ * is nothing to pair (depth 0: the entry was filtered and pushed nothing),
+ * or when no entry of this hook is saved anywhere (its depth is popped
+ * here, as the stage would have). */
+static __always_inline int return_has_entry(u32 hook_id)
+{
+	struct task_key_t tk = {};
+	u32 *dp;
+
+	task_key(&tk);
+	dp = depths.lookup(&tk);
+	if (!dp || *dp == 0)
+		return 0;
+	if (kept_any(hook_id))
+		return 1;
+	*dp -= 1;
+	return 0;
+}
 
 static __always_inline int stage(void *ctx, u32 hook_id, u64 skb, u64 aux,
 				 u8 aux2, u32 hflags, u64 ret, u32 prog)
 {
-	struct scratch_t *s = level_enter();
+	struct scratch_t *s;
 
+	if (filters_first(prog, hflags) && !hit_passes(hook_id, (struct sk_buff *)skb)) {
+		depth_filtered();
+		return 0;
+	}
+	if (takes_entry(prog) && !return_has_entry(hook_id))
+		return 0;
+	s = level_enter();
 	if (!s)
 		return 0;
 	s->call.skb = skb;
@@ -1011,10 +1171,16 @@ int stage_##name(struct pt_regs *ctx) { \
 static __always_inline int run_inline(u64 *ctx, u32 hook_id, u64 skb, u64 aux,
 				      u8 aux2, u32 hflags, u64 ret, u32 prog)
 {
-	struct scratch_t *s = level_enter();
+	struct scratch_t *s;
 	struct call_t c = {};
 	int r;
 
+	/* a filtered entry leaves nothing (see "Entry/return pairing") */
+	if (filters_first(prog, hflags) && !hit_passes(hook_id, (struct sk_buff *)skb))
+		return 0;
+	if (takes_entry(prog) && !kept_any(hook_id))
+		return 0;
+	s = level_enter();
 	if (!s)
 		return 0;
 	s->call.stack_skip = FENTRY_STACK_SKIP;

@@ -87,7 +87,6 @@ static __always_inline int on_segment(void *ctx, struct scratch_t *s, u32 hook_i
 	int tnl;
 	u32 r;
 
-	count_hit(hook_id);
 	if (!load(s, skb, hook_id, 1))
 		return 0;
 	tnl = in_tunnel_segment();
@@ -104,7 +103,6 @@ static __always_inline int on_enter(void *ctx, struct scratch_t *s, struct call_
 	u32 depth, r;
 	int tnl;
 
-	count_hit(c->hook_id);
 	depth = entry_begin(c, &tk);
 	if (!load(s, skb, c->hook_id, c->hflags & HF_ENTRY_CHECK))
 		return 0;
@@ -215,7 +213,6 @@ static __always_inline int on_consume_enter(void *ctx, struct scratch_t *s, stru
 	u64 key;
 	u32 depth;
 
-	count_hit(c->hook_id);
 	depth = entry_begin(c, &tk);
 	if (!load(s, skb, c->hook_id, 1))
 		return 0;
@@ -243,6 +240,8 @@ static __always_inline int on_consume_enter(void *ctx, struct scratch_t *s, stru
 	entry_kept(c, &tk, depth, &ek);
 	if (pending.update(&ek, (struct record_t *)&s->ev))
 		count(CNT_ENTRY_FULL);
+	else
+		kept_add(c->hook_id, 1);
 	return 0;
 }
 
@@ -251,6 +250,7 @@ static __always_inline int on_consume_return(void *ctx, struct call_t *c)
 	struct task_key_t tk = {};
 	struct entry_key_t ek = {};
 	struct record_t *rec;
+	u32 kept_by;
 
 	if (return_key(c, &tk, &ek))
 		return 0;
@@ -258,13 +258,15 @@ static __always_inline int on_consume_return(void *ctx, struct call_t *c)
 	if (!rec)
 		return 0;
 	return_found(c, &tk);
-	if (rec->ev.hook_id == c->hook_id) {
+	kept_by = rec->ev.hook_id;
+	if (kept_by == c->hook_id) {
 		rec->ev.ret = c->ret;
 		submit(ctx, &rec->ev);
 	} else {
 		count(CNT_UNPAIRED);
 	}
 	pending.delete(&ek);
+	kept_add(kept_by, -1);
 	return 0;
 }
 
@@ -284,6 +286,19 @@ static __always_inline int on_bracket(int delta)
 	else
 		tnl_seg.delete(&tk);
 	return 0;
+}
+
+/* See stage() in skb_common.h: every entry stage starts with the filters,
+ * every return stage but the bracket's takes an entry record. */
+static __always_inline int filters_first(u32 prog, u32 hflags)
+{
+	return prog == STAGE_ENTER || prog == STAGE_CONSUME_ENTER || prog == STAGE_SEGMENT;
+}
+
+static __always_inline int takes_entry(u32 prog)
+{
+	return prog == STAGE_MUTATE_RETURN || prog == STAGE_COPY_RETURN ||
+	       prog == STAGE_CONSUME_RETURN;
 }
 
 /* Each kind's work, once: the stage programs of the kprobe backend and the

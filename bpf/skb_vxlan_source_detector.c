@@ -132,7 +132,6 @@ static __always_inline int on_change_enter(void *ctx, struct scratch_t *s, struc
 	struct entry_key_t ek = {};
 	u32 depth;
 
-	count_hit(c->hook_id);
 	depth = entry_begin(c, &tk);
 	if (!load(s, skb, c->hook_id, 0))
 		return 0;
@@ -168,10 +167,13 @@ static __always_inline int on_change_return(void *ctx, struct scratch_t *s, stru
 	return 0;
 }
 
+/* filtered: the hook ran hit_passes() (filters_first()) */
 static __always_inline int on_observe(void *ctx, struct scratch_t *s, u32 hook_id,
-				      struct sk_buff *skb, u64 aux, u8 event, u32 checks)
+				      struct sk_buff *skb, u64 aux, u8 event, u32 checks,
+				      int filtered)
 {
-	count_hit(hook_id);
+	if (!filtered && !hit_passes(hook_id, skb))
+		return 0;
 	if (!load(s, skb, hook_id, 1))
 		return 0;
 	before_is_after(&s->ev);
@@ -225,7 +227,8 @@ static __always_inline int on_virtio_skb(void *ctx, struct scratch_t *s, u32 hoo
 	rx = in_rx.lookup(&tk);
 	if (!rx)
 		return 0;          /* another driver's packet */
-	count_hit(hook_id);
+	if (!hit_passes(hook_id, skb))
+		return 0;
 	if (!load(s, skb, *rx - 1, 1))
 		return 0;
 	__builtin_memcpy(&h, s->skb.cb, sizeof(h));
@@ -247,6 +250,19 @@ static __always_inline int on_virtio_skb(void *ctx, struct scratch_t *s, u32 hoo
 	return 0;
 }
 
+/* See stage() in skb_common.h. skb_udp_tunnel_segment's entry (OPEN_TNL)
+ * opens the bracket whatever the filters say, so its stage filters; napi_gro_
+ * receive's (VIRTIO_SKB) is a hit only inside receive_buf, so it does too. */
+static __always_inline int filters_first(u32 prog, u32 hflags)
+{
+	return prog == STAGE_CHANGE_ENTER || (prog == STAGE_OBSERVE && !(hflags & OPEN_TNL));
+}
+
+static __always_inline int takes_entry(u32 prog)
+{
+	return prog == STAGE_CHANGE_RETURN;
+}
+
 /* Each kind's work, once: the stage programs of the kprobe backend and the
  * fentry hooks run it (see stage() in skb_common.h). */
 static __always_inline int stage_body(void *ctx, struct scratch_t *s, struct call_t *c,
@@ -259,7 +275,8 @@ static __always_inline int stage_body(void *ctx, struct scratch_t *s, struct cal
 		return on_change_return(ctx, s, c);
 	case STAGE_OBSERVE:
 		on_observe(ctx, s, c->hook_id, (struct sk_buff *)c->skb, c->aux, c->hflags & 0xff,
-			   (c->hflags >> CHECKS_SHIFT) & (CHECK_SEGMENT | CHECK_SEGMENT_LIST));
+			   (c->hflags >> CHECKS_SHIFT) & (CHECK_SEGMENT | CHECK_SEGMENT_LIST),
+			   filters_first(prog, c->hflags));
 		if (c->hflags & OPEN_TNL)
 			tnl_bracket(1);
 		return 0;
