@@ -127,8 +127,15 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 #else
 BPF_PERF_OUTPUT(events);
 #endif
-BPF_PERCPU_ARRAY(scratch, struct scratch_t, SCRATCH_LEVELS);
-BPF_PERCPU_ARRAY(levels, u32, 1);
+/* All levels in one value: a hook takes and gives back its level with the
+ * one lookup (a helper call each, which is most of a hit's cost). */
+struct scratches_t {
+	u32 level;	/* hooks running now on this CPU */
+	u32 pad;
+	struct scratch_t s[SCRATCH_LEVELS];
+};
+
+BPF_PERCPU_ARRAY(scratch, struct scratches_t, 1);
 BPF_PROG_ARRAY(stages, NR_STAGES);
 BPF_PERCPU_ARRAY(counters, u64, NR_COUNTERS);
 /* Per hook, one lookup counts a hit and, when the filters drop it, that too:
@@ -152,6 +159,11 @@ BPF_TABLE("lru_hash", u64, struct last_t, last_change, LAST_CHANGE_ENTRIES);
  * keeps its count, which only costs lookups. A plain array: the verifier
  * inlines its lookup. */
 BPF_ARRAY(kept_calls, u64, MAX_HOOKS);
+/* Depth pushes not yet popped, all tasks together: at 0 no task has a depth,
+ * so a filtered kprobe entry and its return need no lookup of their own.
+ * Drifts only up (a missed kretprobe, an LRU eviction): that costs lookups,
+ * never a wrong pairing. */
+BPF_ARRAY(live_pushes, u64, 1);
 
 static __always_inline void count(u32 idx)
 {
@@ -182,46 +194,65 @@ static __always_inline int kept_any(u32 hook_id)
 	return v && *v;
 }
 
-/* The scratch of the hook running now on this CPU (see SCRATCH_LEVELS):
- * for the kprobe backend's stage programs, which the stub's tail call reaches
- * without it. Everything else is handed the pointer. */
-static __always_inline struct scratch_t *get_scratch(void)
+static __always_inline void pushes_add(s64 n)
 {
-	u32 zero = 0, idx = 0;
-	u32 *lv = levels.lookup(&zero);
+	u32 zero = 0;
+	u64 *v = live_pushes.lookup(&zero);
 
-	if (lv && *lv)
-		idx = *lv - 1;
-	return scratch.lookup(&idx);
+	if (v)
+		__sync_fetch_and_add(v, n);
+}
+
+static __always_inline int pushes_any(void)
+{
+	u32 zero = 0;
+	u64 *v = live_pushes.lookup(&zero);
+
+	return v && *v;
+}
+
+static __always_inline struct scratches_t *scratches(void)
+{
+	u32 zero = 0;
+
+	return scratch.lookup(&zero);
 }
 
 /* A hook starts: take the next scratch level. NULL when nested too deep. */
-static __always_inline struct scratch_t *level_enter(void)
+static __always_inline struct scratch_t *level_enter(struct scratches_t *all)
 {
-	u32 zero = 0, idx;
-	u32 *lv = levels.lookup(&zero);
-	struct scratch_t *s;
+	u32 idx;
 
-	if (!lv)
+	if (!all)
 		return 0;
-	if (*lv >= SCRATCH_LEVELS) {
+	idx = all->level;
+	if (idx >= SCRATCH_LEVELS) {
 		count(CNT_TOO_DEEP);
 		return 0;
 	}
-	idx = *lv;
-	s = scratch.lookup(&idx);
-	if (s)
-		(*lv)++;
-	return s;
+	all->level = idx + 1;
+	return &all->s[idx];
 }
 
-static __always_inline void level_leave(void)
+/* The scratch of the hook running now on this CPU (see SCRATCH_LEVELS):
+ * for the kprobe backend's stage programs, which the stub's tail call reaches
+ * without it. */
+static __always_inline struct scratch_t *level_current(struct scratches_t *all)
 {
-	u32 zero = 0;
-	u32 *lv = levels.lookup(&zero);
+	u32 idx;
 
-	if (lv && *lv)
-		(*lv)--;
+	if (!all || all->level == 0)
+		return 0;
+	idx = all->level - 1;
+	if (idx >= SCRATCH_LEVELS)
+		return 0;
+	return &all->s[idx];
+}
+
+static __always_inline void level_leave(struct scratches_t *all)
+{
+	if (all && all->level)
+		all->level--;
 }
 
 static __always_inline void task_key(struct task_key_t *k)
@@ -723,6 +754,7 @@ static __always_inline u32 push_depth(struct task_key_t *tk)
 {
 	u32 one = 1, d, *dp = depths.lookup(tk);
 
+	pushes_add(1);
 	if (!dp) {
 		depths.update(tk, &one);
 		return 0;
@@ -740,6 +772,7 @@ static __always_inline int pop_depth(struct task_key_t *tk, u32 *out)
 		return -1;
 	*dp -= 1;
 	*out = *dp;
+	pushes_add(-1);
 	return 0;
 }
 
@@ -1097,10 +1130,14 @@ static __always_inline void depth_filtered(void)
 	struct task_key_t tk = {};
 	u32 *dp;
 
+	if (!pushes_any())
+		return;
 	task_key(&tk);
 	dp = depths.lookup(&tk);
-	if (dp && *dp)
+	if (dp && *dp) {
 		*dp += 1;
+		pushes_add(1);
+	}
 }
 
 /* kprobe, at the return of a hook whose stage takes an entry: 0 when there
@@ -1112,6 +1149,8 @@ static __always_inline int return_has_entry(u32 hook_id)
 	struct task_key_t tk = {};
 	u32 *dp;
 
+	if (!pushes_any())
+		return 0;
 	task_key(&tk);
 	dp = depths.lookup(&tk);
 	if (!dp || *dp == 0)
@@ -1119,12 +1158,14 @@ static __always_inline int return_has_entry(u32 hook_id)
 	if (kept_any(hook_id))
 		return 1;
 	*dp -= 1;
+	pushes_add(-1);
 	return 0;
 }
 
 static __always_inline int stage(void *ctx, u32 hook_id, u64 skb, u64 aux,
 				 u8 aux2, u32 hflags, u64 ret, u32 prog)
 {
+	struct scratches_t *all;
 	struct scratch_t *s;
 
 	if (filters_first(prog, hflags) && !hit_passes(hook_id, (struct sk_buff *)skb)) {
@@ -1133,7 +1174,8 @@ static __always_inline int stage(void *ctx, u32 hook_id, u64 skb, u64 aux,
 	}
 	if (takes_entry(prog) && !return_has_entry(hook_id))
 		return 0;
-	s = level_enter();
+	all = scratches();
+	s = level_enter(all);
 	if (!s)
 		return 0;
 	s->call.skb = skb;
@@ -1147,7 +1189,7 @@ static __always_inline int stage(void *ctx, u32 hook_id, u64 skb, u64 aux,
 	s->call.tag = 0;
 	stages.call(ctx, prog);
 	count(CNT_STAGE_FAIL);     /* only reached when the tail call failed */
-	level_leave();
+	level_leave(all);
 	return 0;
 }
 
@@ -1155,11 +1197,12 @@ static __always_inline int stage(void *ctx, u32 hook_id, u64 skb, u64 aux,
  * the level the stub took is given back. */
 #define STAGE_PROGRAM(name, prog) \
 int stage_##name(struct pt_regs *ctx) { \
-	struct scratch_t *s_ = get_scratch(); \
+	struct scratches_t *all_ = scratches(); \
+	struct scratch_t *s_ = level_current(all_); \
 	struct call_t c_ = {}; \
 	int r_ = 0; \
 	if (s_) { c_ = s_->call; r_ = stage_body(ctx, s_, &c_, prog); } \
-	level_leave(); \
+	level_leave(all_); \
 	return r_; \
 }
 
@@ -1171,6 +1214,7 @@ int stage_##name(struct pt_regs *ctx) { \
 static __always_inline int run_inline(u64 *ctx, u32 hook_id, u64 skb, u64 aux,
 				      u8 aux2, u32 hflags, u64 ret, u32 prog)
 {
+	struct scratches_t *all;
 	struct scratch_t *s;
 	struct call_t c = {};
 	int r;
@@ -1180,7 +1224,8 @@ static __always_inline int run_inline(u64 *ctx, u32 hook_id, u64 skb, u64 aux,
 		return 0;
 	if (takes_entry(prog) && !kept_any(hook_id))
 		return 0;
-	s = level_enter();
+	all = scratches();
+	s = level_enter(all);
 	if (!s)
 		return 0;
 	s->call.stack_skip = FENTRY_STACK_SKIP;
@@ -1193,7 +1238,7 @@ static __always_inline int run_inline(u64 *ctx, u32 hook_id, u64 skb, u64 aux,
 	c.hook_id = hook_id;
 	c.hflags = hflags;
 	r = stage_body(ctx, s, &c, prog);
-	level_leave();
+	level_leave(all);
 	return r;
 }
 
