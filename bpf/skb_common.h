@@ -482,12 +482,26 @@ static __always_inline void pf_read(struct sk_buff *skb, struct pf_fields_t *f)
 	}
 }
 
-static __always_inline int prefilter(struct sk_buff *skb)
-{
-#if FILTER_GSO_ONLY || FILTER_SRC || FILTER_DST
-	struct pf_fields_t f = {};
+/* Whether the cheap filters read struct pf_fields_t at all. */
+#define PF_NEEDED (FILTER_GSO_ONLY || FILTER_SRC || FILTER_DST)
 
-	pf_read(skb, &f);
+/* fentry: skb is the trampoline's typed argument (BTF), read in place with no
+ * helper call. Only run_inline() calls this: where a kprobe's pt_regs reach
+ * a dereference, bcc rewrites it into bpf_probe_read() in the shared text. */
+static __always_inline void pf_read_btf(struct sk_buff *skb, struct pf_fields_t *f)
+{
+	f->head = skb->head;
+	f->end = skb->end;
+	f->protocol = skb->protocol;
+	f->nh = skb->network_header;
+	f->inh = skb->inner_network_header;
+}
+
+/* f: the skb's fields, read by pf_read() or pf_read_btf() when PF_NEEDED */
+static __always_inline int prefilter(struct sk_buff *skb, struct pf_fields_t *fp)
+{
+#if PF_NEEDED
+	struct pf_fields_t f = *fp;
 #endif
 #if FILTER_GSO_ONLY
 	{
@@ -575,19 +589,29 @@ static __always_inline int prefilter(struct sk_buff *skb)
 	return 1;
 }
 
-/* A hook's first step: count the hit and run the cheap filters. 0: dropped
- * (and counted as such, in the same lookup). */
-static __always_inline int hit_passes(u32 hook_id, struct sk_buff *skb)
+/* A hook's first step: count the hit and run the cheap filters on the
+ * fields in f. 0: dropped (and counted as such, in the same lookup). */
+static __always_inline int hit_passes_read(u32 hook_id, struct sk_buff *skb,
+					   struct pf_fields_t *f)
 {
 	struct hook_count_t *v = hook_hits.lookup(&hook_id);
 
 	if (v)
 		v->hits++;
-	if (prefilter(skb))
+	if (prefilter(skb, f))
 		return 1;
 	if (v)
 		v->filtered++;
 	return 0;
+}
+
+static __always_inline int hit_passes(u32 hook_id, struct sk_buff *skb)
+{
+	struct pf_fields_t f = {};
+
+	if (PF_NEEDED)
+		pf_read(skb, &f);
+	return hit_passes_read(hook_id, skb, &f);
 }
 
 /* In-kernel filters, compiled in only when asked for (see CONFIG block).
@@ -1220,8 +1244,14 @@ static __always_inline int run_inline(u64 *ctx, u32 hook_id, u64 skb, u64 aux,
 	int r;
 
 	/* a filtered entry leaves nothing (see "Entry/return pairing") */
-	if (filters_first(prog, hflags) && !hit_passes(hook_id, (struct sk_buff *)skb))
-		return 0;
+	if (filters_first(prog, hflags)) {
+		struct pf_fields_t f = {};
+
+		if (PF_NEEDED)
+			pf_read_btf((struct sk_buff *)skb, &f);
+		if (!hit_passes_read(hook_id, (struct sk_buff *)skb, &f))
+			return 0;
+	}
 	if (takes_entry(prog) && !kept_any(hook_id))
 		return 0;
 	all = scratches();

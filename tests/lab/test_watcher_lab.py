@@ -230,11 +230,15 @@ def test_interface_filter_in_a_namespace(topo):
 
 def test_filters_keep_exactly_the_matching_events(topo):
     """The cheap path (prefilter) and the full filter agree with the filter's
-    meaning: three watchers on the same traffic, one unfiltered; each filtered
+    meaning: four watchers on the same traffic, one unfiltered; each filtered
     run's events are exactly the unfiltered run's events that match its filter
-    (an address in the outer or inner header; gso_size at the hook's entry)."""
+    (an address in the outer or inner header; gso_size at the hook's entry).
+    The cheap path reads the skb with bpf_probe_read() under kprobes and
+    through the fentry hook's typed argument under fentry: both are here."""
     run = W + " --json --buffer-pages 256"
-    runs = {"all": "", "src": " --src-ip 198.18.2.1", "dst": " --gso-only --dst-ip 198.18.1.1"}
+    runs = {"all": "", "src": " --backend fentry --src-ip 198.18.2.1",
+            "dst": " --gso-only --dst-ip 198.18.1.1",
+            "dst-fentry": " --backend fentry --gso-only --dst-ip 198.18.1.1"}
     for name, flags in runs.items():
         topo.start_tool(run + flags + " -o /tmp/%s.json" % name, name=name, wait=False)
     for name in runs:
@@ -262,6 +266,7 @@ def test_filters_keep_exactly_the_matching_events(topo):
         return False
     want = {"src": lambda e: has(e, "198.18.2.1", "src"),
             "dst": lambda e: e["gso_size_before"] > 0 and has(e, "198.18.1.1", "dst")}
+    want["dst-fentry"] = want["dst"]
     every = out["all"][0]
     for name, keep in want.items():
         expected = sorted(key(e) for e in every if keep(e))
