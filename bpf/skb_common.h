@@ -26,6 +26,13 @@
 
 #define KGSO_TUNNEL_BITS (KGSO_UDP_TUNNEL | KGSO_UDP_TUNNEL_CSUM)
 
+/* KEEPS_NESTING (a tool's, before this file): with fentry the task's depth
+ * counts its kept calls only for a tool that asks whether a call is nested
+ * (the detector); the kprobe backend pairs entries and returns by it anyway. */
+#ifndef KEEPS_NESTING
+#define KEEPS_NESTING 0
+#endif
+
 /* What a hook stub hands to its stage program (see stage() below). */
 struct call_t {
 	u64 skb;
@@ -259,6 +266,51 @@ static __always_inline void task_key(struct task_key_t *k)
 {
 	k->tid = (u32)bpf_get_current_pid_tgid();
 	k->cpu = k->tid ? 0 : bpf_get_smp_processor_id();
+}
+
+/*
+ * Inside skb_udp_tunnel_segment(): __skb_udp_tunnel_segment() clears
+ * encapsulation and moves the outer offsets to the inner ones before the inner
+ * segmentation, so the tunnel rules do not hold there (eval_rules()). Its
+ * entry and return bracket the task; open_brackets counts the open ones over
+ * all tasks, so that a hook asks the task's own only while one is open
+ * anywhere (almost never: it costs the lookup the rest of the time).
+ */
+BPF_HASH(tnl_seg, struct task_key_t, u32, 1024);
+BPF_ARRAY(open_brackets, u64, 1);
+
+static __always_inline int in_tunnel_segment(void)
+{
+	struct task_key_t tk = {};
+	u32 zero = 0, *v;
+	u64 *open = open_brackets.lookup(&zero);
+
+	if (!open || !*open)
+		return 0;
+	task_key(&tk);
+	v = tnl_seg.lookup(&tk);
+	return v && *v;
+}
+
+static __always_inline int tnl_bracket(int delta)
+{
+	struct task_key_t tk = {};
+	u32 zero = 0, *v, n;
+	u64 *open = open_brackets.lookup(&zero);
+
+	task_key(&tk);
+	v = tnl_seg.lookup(&tk);
+	n = v ? *v : 0;
+	if (delta < 0 && n == 0)
+		return 0;
+	n += delta;
+	if (n)
+		tnl_seg.update(&tk, &n);
+	else
+		tnl_seg.delete(&tk);
+	if (open)
+		__sync_fetch_and_add(open, (s64)delta);
+	return 0;
 }
 
 /* Copy skb and its shared info into scratch. Returns 0 on success. */
@@ -771,8 +823,8 @@ static __always_inline u8 severity_of(u32 reasons)
  * same argument copy its fentry program read (the trampoline's), so there an
  * entry is keyed by its hook and first argument, and a filtered entry leaves
  * nothing behind. Either way a return whose hook has no entry saved anywhere
- * (kept_calls) does no lookup at all. The depth counts the task's kept calls
- * (and filtered calls inside them; the detector's "nested").
+ * (kept_calls) does no lookup at all. With fentry the depth counts the task's
+ * kept calls, for a tool that asks (KEEPS_NESTING: the detector's "nested").
  */
 static __always_inline u32 push_depth(struct task_key_t *tk)
 {
@@ -814,7 +866,8 @@ static __always_inline void entry_kept(struct call_t *c, struct task_key_t *tk, 
 	ek->tid = tk->tid;
 	ek->cpu = tk->cpu;
 	if (c->by_arg) {
-		push_depth(tk);
+		if (KEEPS_NESTING)
+			push_depth(tk);
 		ek->hook_id = c->hook_id;
 		ek->tag = c->tag;
 	} else {
@@ -848,7 +901,7 @@ static __always_inline void return_found(struct call_t *c, struct task_key_t *tk
 {
 	u32 d;
 
-	if (c->by_arg)
+	if (c->by_arg && KEEPS_NESTING)
 		pop_depth(tk, &d);
 }
 

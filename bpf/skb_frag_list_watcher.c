@@ -25,17 +25,6 @@
 /* Pending events of CONSUME hooks: built at entry (the skb is readable),
  * sent at return with the return code. */
 BPF_TABLE("lru_hash", struct entry_key_t, struct record_t, pending, 1024);
-BPF_HASH(tnl_seg, struct task_key_t, u32, 1024);
-
-static __always_inline int in_tunnel_segment(void)
-{
-	struct task_key_t tk = {};
-	u32 *v;
-
-	task_key(&tk);
-	v = tnl_seg.lookup(&tk);
-	return v && *v;
-}
 
 static __always_inline void note_change(u64 skb, u64 head, u32 hook_id, u64 ts)
 {
@@ -270,24 +259,6 @@ static __always_inline int on_consume_return(void *ctx, struct call_t *c)
 	return 0;
 }
 
-static __always_inline int on_bracket(int delta)
-{
-	struct task_key_t tk = {};
-	u32 *v, n;
-
-	task_key(&tk);
-	v = tnl_seg.lookup(&tk);
-	n = v ? *v : 0;
-	if (delta < 0 && n == 0)
-		return 0;
-	n += delta;
-	if (n)
-		tnl_seg.update(&tk, &n);
-	else
-		tnl_seg.delete(&tk);
-	return 0;
-}
-
 /* See stage() in skb_common.h: every entry stage starts with the filters,
  * every return stage but the bracket's takes an entry record. */
 static __always_inline int filters_first(u32 prog, u32 hflags)
@@ -354,8 +325,8 @@ B##_LEAVE(fn) { return B##_RUN(id, 0, 0, 0, HFLAGS, RET, STAGE_CONSUME_RETURN); 
 B##_ENTER(fn) { return B##_RUN(id, SKB, 0, 0, HFLAGS, 0, STAGE_SEGMENT); }
 
 #define HOOK_BRACKET(B, fn, id, SKB, AUX, AUX2, HFLAGS, RET) \
-B##_ENTER(fn) { count_hit(id); return on_bracket(1); }
+B##_ENTER(fn) { count_hit(id); return tnl_bracket(1); }
 #define HOOK_BRACKET_RET(B, fn, id, SKB, AUX, AUX2, HFLAGS, RET) \
-B##_LEAVE(fn) { return on_bracket(-1); }
+B##_LEAVE(fn) { return tnl_bracket(-1); }
 
 HOOK_LINES

@@ -21,6 +21,7 @@
 #define FR_TOOL "skb_vxlan_source_detector"   /* flight recorder: the tool, and its history key */
 #define FR_HIST "origin"
 #define FR_TOOL_ID 1
+#define KEEPS_NESTING 1   /* report(): "nested" */
 #include "skb_common.h"
 
 #define OPEN_TNL 0x100   /* hflags: skb_udp_tunnel_segment opens the bracket */
@@ -31,7 +32,6 @@
 #endif
 
 BPF_HASH(in_rx, struct task_key_t, u32, 1024);     /* receive_buf hook id + 1 */
-BPF_HASH(tnl_seg, struct task_key_t, u32, 1024);   /* skb_udp_tunnel_segment depth */
 
 /* struct virtio_net_hdr, as virtio_net copies it to skb->cb (little endian
  * on x86 for both legacy and VERSION_1 devices). */
@@ -43,16 +43,6 @@ struct vnet_hdr_t {
 	u16 csum_start;
 	u16 csum_offset;
 };
-
-static __always_inline int in_tunnel_segment(void)
-{
-	struct task_key_t tk = {};
-	u32 *v;
-
-	task_key(&tk);
-	v = tnl_seg.lookup(&tk);
-	return v && *v;
-}
 
 /* Update the origin record and decide whether the hit is worth a line. */
 /* since: entry time of this call; a tunnel origin recorded after it was set
@@ -180,24 +170,6 @@ static __always_inline int on_observe(void *ctx, struct scratch_t *s, u32 hook_i
 	s->ev.aux = aux;
 	s->ev.stack_len = take_stack(ctx, s, s->stack);
 	report(ctx, s, event, 0, s->ev.ts_ns, 0, checks);
-	return 0;
-}
-
-static __always_inline int tnl_bracket(int delta)
-{
-	struct task_key_t tk = {};
-	u32 *v, n;
-
-	task_key(&tk);
-	v = tnl_seg.lookup(&tk);
-	n = v ? *v : 0;
-	if (delta < 0 && n == 0)
-		return 0;
-	n += delta;
-	if (n)
-		tnl_seg.update(&tk, &n);
-	else
-		tnl_seg.delete(&tk);
 	return 0;
 }
 
