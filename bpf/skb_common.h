@@ -361,32 +361,30 @@ static __always_inline u8 parse_l3(unsigned char *head, u16 nh, u16 th,
 				   u8 *family, u8 *proto, u8 *saddr, u8 *daddr,
 				   u16 *sport, u16 *dport, u16 *next_nh)
 {
-	u8 first = 0;
+	/* the IPv4 header read whole tells the version too; IPv6 reads again */
+	union {
+		struct iphdr v4;
+		struct ipv6hdr v6;
+	} ip = {};
 	u16 l4;
 	u16 ports[2] = {};
 
-	if (bpf_probe_read(&first, 1, head + nh))
+	if (bpf_probe_read(&ip.v4, sizeof(ip.v4), head + nh))
 		return 0;
-	if ((first >> 4) == 4) {
-		struct iphdr ip = {};
-
-		if (bpf_probe_read(&ip, sizeof(ip), head + nh))
-			return 0;
+	if (ip.v4.version == 4) {
 		*family = 4;
-		*proto = ip.protocol;
-		__builtin_memcpy(saddr, &ip.saddr, 4);
-		__builtin_memcpy(daddr, &ip.daddr, 4);
-		l4 = nh + ip.ihl * 4;
-	} else if ((first >> 4) == 6) {
-		struct ipv6hdr ip6 = {};
-
-		if (bpf_probe_read(&ip6, sizeof(ip6), head + nh))
+		*proto = ip.v4.protocol;
+		__builtin_memcpy(saddr, &ip.v4.saddr, 4);
+		__builtin_memcpy(daddr, &ip.v4.daddr, 4);
+		l4 = nh + ip.v4.ihl * 4;
+	} else if (ip.v4.version == 6) {
+		if (bpf_probe_read(&ip.v6, sizeof(ip.v6), head + nh))
 			return 0;
 		*family = 6;
-		*proto = ip6.nexthdr;
-		__builtin_memcpy(saddr, &ip6.saddr, 16);
-		__builtin_memcpy(daddr, &ip6.daddr, 16);
-		l4 = nh + sizeof(ip6);
+		*proto = ip.v6.nexthdr;
+		__builtin_memcpy(saddr, &ip.v6.saddr, 16);
+		__builtin_memcpy(daddr, &ip.v6.daddr, 16);
+		l4 = nh + sizeof(ip.v6);
 	} else {
 		return 0;
 	}
