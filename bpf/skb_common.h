@@ -1327,8 +1327,12 @@ static __always_inline int run_inline(u64 *ctx, u32 hook_id, u64 skb, u64 aux,
 #define KPROBE_LEAVE(fn) int leave_##fn(struct pt_regs *ctx)
 #define KPROBE_RUN(id, SKB, AUX, AUX2, HFLAGS, RET, prog) \
 	stage(ctx, id, (u64)(SKB), (u64)(AUX), (u8)(AUX2), HFLAGS, (u64)(RET), prog)
-/* bcc names these programs kfunc__[vmlinux__]fn: fn is the kernel's name */
-#define FENTRY_ENTER(fn) KFUNC_PROBE(fn)
-#define FENTRY_LEAVE(fn) KRETFUNC_PROBE(fn)
+/* bcc names these programs kfunc__[vmlinux__]fn: fn is the kernel's name.
+ * The first argument is named because bullseye's bcc 0.18 passes an empty
+ * one on to BPF_PROG (its KFUNC_PROBE lacks the ## of later ones), which
+ * clang does not elide: "expected parameter declarator" at every hook, the
+ * default backend failing to compile on 5.10. Unused: ctx[] is read. */
+#define FENTRY_ENTER(fn) KFUNC_PROBE(fn, unsigned long long arg0_)
+#define FENTRY_LEAVE(fn) KRETFUNC_PROBE(fn, unsigned long long arg0_)
 #define FENTRY_RUN(id, SKB, AUX, AUX2, HFLAGS, RET, prog) \
 	run_inline(ctx, id, (u64)(SKB), (u64)(AUX), (u8)(AUX2), HFLAGS, (u64)(RET), prog)

@@ -64,7 +64,9 @@ def hook_row(out, name):
 
 @pytest.mark.matrix
 def test_healthy_forwarding_create_clear_and_sigterm_stats(topo):
-    r = topo.trace(W, traffic=[
+    # the way a user starts it: the default backend, fentry on every lab
+    # kernel (the one matrix test that compiles it on each)
+    r = topo.trace("python3 skb_frag_list_watcher.py", traffic=[
         "%s udp-gso --count 10" % T,                                  # fraglist GRO
         "%s tcp-bulk --seconds 2" % T,                                # TCP GSO/GRO
         "%s topo --gro-list off --udp-gro-fwd on && %s udp-gso --count 10" % (T, T),
@@ -103,6 +105,7 @@ def test_healthy_forwarding_create_clear_and_sigterm_stats(topo):
     assert "Lost events:        0" in st
     assert int(hook_row(r.out, "skb_gro_receive_list")[1]) > 0
     assert "Tracing " in r.err and "skipped hook" in r.err
+    assert "backend fentry (--backend auto): " in r.err, r.err
 
 
 # Lab kernels on which a scenario panics the guest: it cannot run there, and
