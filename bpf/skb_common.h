@@ -26,6 +26,13 @@
 
 #define KGSO_TUNNEL_BITS (KGSO_UDP_TUNNEL | KGSO_UDP_TUNNEL_CSUM)
 
+/* KEEPS_NESTING (a tool's, before this file): with fentry the task's depth
+ * counts its kept calls only for a tool that asks whether a call is nested
+ * (the detector); the kprobe backend pairs entries and returns by it anyway. */
+#ifndef KEEPS_NESTING
+#define KEEPS_NESTING 0
+#endif
+
 /* What a hook stub hands to its stage program (see stage() below). */
 struct call_t {
 	u64 skb;
@@ -127,11 +134,24 @@ BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
 #else
 BPF_PERF_OUTPUT(events);
 #endif
-BPF_PERCPU_ARRAY(scratch, struct scratch_t, SCRATCH_LEVELS);
-BPF_PERCPU_ARRAY(levels, u32, 1);
+/* All levels in one value: a hook takes and gives back its level with the
+ * one lookup (a helper call each, which is most of a hit's cost). */
+struct scratches_t {
+	u32 level;	/* hooks running now on this CPU */
+	u32 pad;
+	struct scratch_t s[SCRATCH_LEVELS];
+};
+
+BPF_PERCPU_ARRAY(scratch, struct scratches_t, 1);
 BPF_PROG_ARRAY(stages, NR_STAGES);
 BPF_PERCPU_ARRAY(counters, u64, NR_COUNTERS);
-BPF_PERCPU_ARRAY(hook_hits, u64, MAX_HOOKS);
+/* Per hook, one lookup counts a hit and, when the filters drop it, that too:
+ * a dropped hit costs little more than the lookup (see hit_passes()). */
+struct hook_count_t {
+	u64 hits;
+	u64 filtered;
+};
+BPF_PERCPU_ARRAY(hook_hits, struct hook_count_t, MAX_HOOKS);
 BPF_PERCPU_ARRAY(hook_lost, u64, MAX_HOOKS);	/* perf_submit failures, by hook */
 /* LRU: a task's depth stays at 0 between calls (no insert and delete per
  * call) and ages out when the task is gone; an entry whose return never came
@@ -139,6 +159,18 @@ BPF_PERCPU_ARRAY(hook_lost, u64, MAX_HOOKS);	/* perf_submit failures, by hook */
 BPF_TABLE("lru_hash", struct task_key_t, u32, depths, 10240);
 BPF_TABLE("lru_hash", struct entry_key_t, struct entry_t, entries, 10240);
 BPF_TABLE("lru_hash", u64, struct last_t, last_change, LAST_CHANGE_ENTRIES);
+/* Entry records saved and not yet taken back, by hook (entries and the
+ * watcher's pending): a return of a hook with none skips its lookup, which
+ * is every return when a filter matches nothing. Shared by the CPUs (a call
+ * may return on another one), changed atomically; an entry the LRU evicts
+ * keeps its count, which only costs lookups. A plain array: the verifier
+ * inlines its lookup. */
+BPF_ARRAY(kept_calls, u64, MAX_HOOKS);
+/* Depth pushes not yet popped, all tasks together: at 0 no task has a depth,
+ * so a filtered kprobe entry and its return need no lookup of their own.
+ * Drifts only up (a missed kretprobe, an LRU eviction): that costs lookups,
+ * never a wrong pairing. */
+BPF_ARRAY(live_pushes, u64, 1);
 
 static __always_inline void count(u32 idx)
 {
@@ -149,57 +181,136 @@ static __always_inline void count(u32 idx)
 
 static __always_inline void count_hit(u32 hook_id)
 {
-	u64 *v = hook_hits.lookup(&hook_id);
+	struct hook_count_t *v = hook_hits.lookup(&hook_id);
 	if (v)
-		(*v)++;
+		v->hits++;
+}
+
+static __always_inline void kept_add(u32 hook_id, s64 n)
+{
+	u64 *v = kept_calls.lookup(&hook_id);
+
+	if (v)
+		__sync_fetch_and_add(v, n);
+}
+
+static __always_inline int kept_any(u32 hook_id)
+{
+	u64 *v = kept_calls.lookup(&hook_id);
+
+	return v && *v;
+}
+
+static __always_inline void pushes_add(s64 n)
+{
+	u32 zero = 0;
+	u64 *v = live_pushes.lookup(&zero);
+
+	if (v)
+		__sync_fetch_and_add(v, n);
+}
+
+static __always_inline int pushes_any(void)
+{
+	u32 zero = 0;
+	u64 *v = live_pushes.lookup(&zero);
+
+	return v && *v;
+}
+
+static __always_inline struct scratches_t *scratches(void)
+{
+	u32 zero = 0;
+
+	return scratch.lookup(&zero);
+}
+
+/* A hook starts: take the next scratch level. NULL when nested too deep. */
+static __always_inline struct scratch_t *level_enter(struct scratches_t *all)
+{
+	u32 idx;
+
+	if (!all)
+		return 0;
+	idx = all->level;
+	if (idx >= SCRATCH_LEVELS) {
+		count(CNT_TOO_DEEP);
+		return 0;
+	}
+	all->level = idx + 1;
+	return &all->s[idx];
 }
 
 /* The scratch of the hook running now on this CPU (see SCRATCH_LEVELS):
  * for the kprobe backend's stage programs, which the stub's tail call reaches
- * without it. Everything else is handed the pointer. */
-static __always_inline struct scratch_t *get_scratch(void)
+ * without it. */
+static __always_inline struct scratch_t *level_current(struct scratches_t *all)
 {
-	u32 zero = 0, idx = 0;
-	u32 *lv = levels.lookup(&zero);
+	u32 idx;
 
-	if (lv && *lv)
-		idx = *lv - 1;
-	return scratch.lookup(&idx);
+	if (!all || all->level == 0)
+		return 0;
+	idx = all->level - 1;
+	if (idx >= SCRATCH_LEVELS)
+		return 0;
+	return &all->s[idx];
 }
 
-/* A hook starts: take the next scratch level. NULL when nested too deep. */
-static __always_inline struct scratch_t *level_enter(void)
+static __always_inline void level_leave(struct scratches_t *all)
 {
-	u32 zero = 0, idx;
-	u32 *lv = levels.lookup(&zero);
-	struct scratch_t *s;
-
-	if (!lv)
-		return 0;
-	if (*lv >= SCRATCH_LEVELS) {
-		count(CNT_TOO_DEEP);
-		return 0;
-	}
-	idx = *lv;
-	s = scratch.lookup(&idx);
-	if (s)
-		(*lv)++;
-	return s;
-}
-
-static __always_inline void level_leave(void)
-{
-	u32 zero = 0;
-	u32 *lv = levels.lookup(&zero);
-
-	if (lv && *lv)
-		(*lv)--;
+	if (all && all->level)
+		all->level--;
 }
 
 static __always_inline void task_key(struct task_key_t *k)
 {
 	k->tid = (u32)bpf_get_current_pid_tgid();
 	k->cpu = k->tid ? 0 : bpf_get_smp_processor_id();
+}
+
+/*
+ * Inside skb_udp_tunnel_segment(): __skb_udp_tunnel_segment() clears
+ * encapsulation and moves the outer offsets to the inner ones before the inner
+ * segmentation, so the tunnel rules do not hold there (eval_rules()). Its
+ * entry and return bracket the task; open_brackets counts the open ones over
+ * all tasks, so that a hook asks the task's own only while one is open
+ * anywhere (almost never: it costs the lookup the rest of the time).
+ */
+BPF_HASH(tnl_seg, struct task_key_t, u32, 1024);
+BPF_ARRAY(open_brackets, u64, 1);
+
+static __always_inline int in_tunnel_segment(void)
+{
+	struct task_key_t tk = {};
+	u32 zero = 0, *v;
+	u64 *open = open_brackets.lookup(&zero);
+
+	if (!open || !*open)
+		return 0;
+	task_key(&tk);
+	v = tnl_seg.lookup(&tk);
+	return v && *v;
+}
+
+static __always_inline int tnl_bracket(int delta)
+{
+	struct task_key_t tk = {};
+	u32 zero = 0, *v, n;
+	u64 *open = open_brackets.lookup(&zero);
+
+	task_key(&tk);
+	v = tnl_seg.lookup(&tk);
+	n = v ? *v : 0;
+	if (delta < 0 && n == 0)
+		return 0;
+	n += delta;
+	if (n)
+		tnl_seg.update(&tk, &n);
+	else
+		tnl_seg.delete(&tk);
+	if (open)
+		__sync_fetch_and_add(open, (s64)delta);
+	return 0;
 }
 
 /* Copy skb and its shared info into scratch. Returns 0 on success. */
@@ -250,32 +361,30 @@ static __always_inline u8 parse_l3(unsigned char *head, u16 nh, u16 th,
 				   u8 *family, u8 *proto, u8 *saddr, u8 *daddr,
 				   u16 *sport, u16 *dport, u16 *next_nh)
 {
-	u8 first = 0;
+	/* the IPv4 header read whole tells the version too; IPv6 reads again */
+	union {
+		struct iphdr v4;
+		struct ipv6hdr v6;
+	} ip = {};
 	u16 l4;
 	u16 ports[2] = {};
 
-	if (bpf_probe_read(&first, 1, head + nh))
+	if (bpf_probe_read(&ip.v4, sizeof(ip.v4), head + nh))
 		return 0;
-	if ((first >> 4) == 4) {
-		struct iphdr ip = {};
-
-		if (bpf_probe_read(&ip, sizeof(ip), head + nh))
-			return 0;
+	if (ip.v4.version == 4) {
 		*family = 4;
-		*proto = ip.protocol;
-		__builtin_memcpy(saddr, &ip.saddr, 4);
-		__builtin_memcpy(daddr, &ip.daddr, 4);
-		l4 = nh + ip.ihl * 4;
-	} else if ((first >> 4) == 6) {
-		struct ipv6hdr ip6 = {};
-
-		if (bpf_probe_read(&ip6, sizeof(ip6), head + nh))
+		*proto = ip.v4.protocol;
+		__builtin_memcpy(saddr, &ip.v4.saddr, 4);
+		__builtin_memcpy(daddr, &ip.v4.daddr, 4);
+		l4 = nh + ip.v4.ihl * 4;
+	} else if (ip.v4.version == 6) {
+		if (bpf_probe_read(&ip.v6, sizeof(ip.v6), head + nh))
 			return 0;
 		*family = 6;
-		*proto = ip6.nexthdr;
-		__builtin_memcpy(saddr, &ip6.saddr, 16);
-		__builtin_memcpy(daddr, &ip6.daddr, 16);
-		l4 = nh + sizeof(ip6);
+		*proto = ip.v6.nexthdr;
+		__builtin_memcpy(saddr, &ip.v6.saddr, 16);
+		__builtin_memcpy(daddr, &ip.v6.daddr, 16);
+		l4 = nh + sizeof(ip.v6);
 	} else {
 		return 0;
 	}
@@ -370,27 +479,89 @@ static __always_inline int addr_eq(u8 *a, u8 fam, u32 w0, u32 w1, u32 w2, u32 w3
 /*
  * The cheap path. On a busy node most hook hits are dropped by the filters;
  * such a hit must not pay for the whole copy of struct sk_buff and
- * skb_shared_info (~550 bytes) and the header parsing. prefilter() reads only
- * the few fields a compiled-in filter needs, straight from the skb, and drops
- * what it can decide; what it cannot decide cheaply (an address filter when
- * the skb may carry an inner header) goes on to filter_keep() on the full
- * copy, which stays the definition of what is kept. Returns 0 to drop.
+ * skb_shared_info (~550 bytes), the header parsing, the scratch or the entry
+ * bookkeeping: the hook runs prefilter() first (hit_passes()). It reads only
+ * what a compiled-in filter needs and drops what it can decide; what it cannot
+ * decide cheaply (an address filter when the skb may carry an inner header)
+ * goes on to filter_keep() on the full copy, which stays the definition of
+ * what is kept. Returns 0 to drop.
+ *
+ * Each helper call is most of a dropped hit's cost, so the skb fields come in
+ * one read: protocol, the header offsets, end and head sit together at the
+ * end of struct sk_buff (the headers group, then tail, end, head: 4.18, 5.10,
+ * 6.1, 6.12). A layout that spreads them wider is read field by field.
  */
-static __always_inline int prefilter(struct sk_buff *skb)
+#define PF_OFF(f) __builtin_offsetof(struct sk_buff, f)
+#define PF_END(f) (PF_OFF(f) + sizeof(((struct sk_buff *)0)->f))
+#define PF_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define PF_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define PF_LO PF_MIN(PF_MIN(PF_MIN(PF_OFF(protocol), PF_OFF(network_header)), \
+			    PF_MIN(PF_OFF(inner_network_header), PF_OFF(end))), PF_OFF(head))
+#define PF_HI PF_MAX(PF_MAX(PF_MAX(PF_END(protocol), PF_END(network_header)), \
+			    PF_MAX(PF_END(inner_network_header), PF_END(end))), PF_END(head))
+#define PF_SPAN 64
+
+struct pf_fields_t {
+	unsigned char *head;
+	sk_buff_data_t end;
+	__be16 protocol;
+	u16 nh;
+	u16 inh;
+};
+
+#define PF_TAKE(buf, dst, field) \
+	__builtin_memcpy((dst), (buf) + PF_OFF(field) - PF_LO, sizeof(*(dst)))
+
+static __always_inline void pf_read(struct sk_buff *skb, struct pf_fields_t *f)
 {
+	if (PF_HI - PF_LO <= PF_SPAN) {
+		u8 buf[PF_SPAN] = {};
+
+		bpf_probe_read(buf, PF_HI - PF_LO, (u8 *)skb + PF_LO);
+		PF_TAKE(buf, &f->head, head);
+		PF_TAKE(buf, &f->end, end);
+		PF_TAKE(buf, &f->protocol, protocol);
+		PF_TAKE(buf, &f->nh, network_header);
+		PF_TAKE(buf, &f->inh, inner_network_header);
+	} else {
+		bpf_probe_read(&f->head, sizeof(f->head), &skb->head);
+		bpf_probe_read(&f->end, sizeof(f->end), &skb->end);
+		bpf_probe_read(&f->protocol, sizeof(f->protocol), &skb->protocol);
+		bpf_probe_read(&f->nh, sizeof(f->nh), &skb->network_header);
+		bpf_probe_read(&f->inh, sizeof(f->inh), &skb->inner_network_header);
+	}
+}
+
+/* Whether the cheap filters read struct pf_fields_t at all. */
+#define PF_NEEDED (FILTER_GSO_ONLY || FILTER_SRC || FILTER_DST)
+
+/* fentry: skb is the trampoline's typed argument (BTF), read in place with no
+ * helper call. Only run_inline() calls this: where a kprobe's pt_regs reach
+ * a dereference, bcc rewrites it into bpf_probe_read() in the shared text. */
+static __always_inline void pf_read_btf(struct sk_buff *skb, struct pf_fields_t *f)
+{
+	f->head = skb->head;
+	f->end = skb->end;
+	f->protocol = skb->protocol;
+	f->nh = skb->network_header;
+	f->inh = skb->inner_network_header;
+}
+
+/* f: the skb's fields, read by pf_read() or pf_read_btf() when PF_NEEDED */
+static __always_inline int prefilter(struct sk_buff *skb, struct pf_fields_t *fp)
+{
+#if PF_NEEDED
+	struct pf_fields_t f = *fp;
+#endif
 #if FILTER_GSO_ONLY
 	{
-		unsigned char *head = 0;
-		sk_buff_data_t end = 0;
 		unsigned short gs = 0;
 		unsigned char *shp;
 
-		bpf_probe_read(&head, sizeof(head), &skb->head);
-		bpf_probe_read(&end, sizeof(end), &skb->end);
 #ifdef NET_SKBUFF_DATA_USES_OFFSET
-		shp = head + end;
+		shp = f.head + f.end;
 #else
-		shp = end;
+		shp = f.end;
 #endif
 		bpf_probe_read(&gs, sizeof(gs), &((struct skb_shared_info *)shp)->gso_size);
 		if (gs == 0)
@@ -421,21 +592,37 @@ static __always_inline int prefilter(struct sk_buff *skb)
 #endif
 #if FILTER_SRC || FILTER_DST
 	{
-		unsigned char *head = 0;
-		u16 nh = 0, inh = 0, proto = 0, sp = 0, dp = 0, next = 0;
-		u8 fam = 0, l4 = 0;
-		u8 sa[16] = {}, da[16] = {};
+		/* the IPv4 header, or the IPv6 one: one read each; the ports are
+		 * not filtered on */
+		union {
+			struct iphdr v4;
+			struct ipv6hdr v6;
+			u8 raw[sizeof(struct ipv6hdr) + 16];
+		} h = {};
+		u16 proto = __builtin_bswap16(f.protocol);
+		u8 *sa, *da, fam, l4;
 
-		bpf_probe_read(&proto, sizeof(proto), &skb->protocol);
-		proto = __builtin_bswap16(proto);
 		if (proto != ETH_P_IP && proto != ETH_P_IPV6)
 			return 0;
-		bpf_probe_read(&head, sizeof(head), &skb->head);
-		bpf_probe_read(&nh, sizeof(nh), &skb->network_header);
-		bpf_probe_read(&inh, sizeof(inh), &skb->inner_network_header);
-		parse_l3(head, nh, (u16)~0U, &fam, &l4, sa, da, &sp, &dp, &next);
 		/* an inner header may match: the full path decides */
-		if ((inh && inh != nh) || l4 == IPPROTO_IPIP || l4 == IPPROTO_IPV6)
+		if (f.inh && f.inh != f.nh)
+			return 1;
+		bpf_probe_read(&h.v4, sizeof(h.v4), f.head + f.nh);
+		if (h.v4.version == 4) {
+			fam = 4;
+			l4 = h.v4.protocol;
+			sa = (u8 *)&h.v4.saddr;
+			da = (u8 *)&h.v4.daddr;
+		} else if (h.v4.version == 6) {
+			bpf_probe_read(&h.v6, sizeof(h.v6), f.head + f.nh);
+			fam = 6;
+			l4 = h.v6.nexthdr;
+			sa = (u8 *)&h.v6.saddr;
+			da = (u8 *)&h.v6.daddr;
+		} else {
+			return 0;
+		}
+		if (l4 == IPPROTO_IPIP || l4 == IPPROTO_IPV6)
 			return 1;
 #if FILTER_SRC
 		if (!addr_eq(sa, fam, FILTER_SRC_W0, FILTER_SRC_W1, FILTER_SRC_W2,
@@ -450,6 +637,31 @@ static __always_inline int prefilter(struct sk_buff *skb)
 	}
 #endif
 	return 1;
+}
+
+/* A hook's first step: count the hit and run the cheap filters on the
+ * fields in f. 0: dropped (and counted as such, in the same lookup). */
+static __always_inline int hit_passes_read(u32 hook_id, struct sk_buff *skb,
+					   struct pf_fields_t *f)
+{
+	struct hook_count_t *v = hook_hits.lookup(&hook_id);
+
+	if (v)
+		v->hits++;
+	if (prefilter(skb, f))
+		return 1;
+	if (v)
+		v->filtered++;
+	return 0;
+}
+
+static __always_inline int hit_passes(u32 hook_id, struct sk_buff *skb)
+{
+	struct pf_fields_t f = {};
+
+	if (PF_NEEDED)
+		pf_read(skb, &f);
+	return hit_passes_read(hook_id, skb, &f);
 }
 
 /* In-kernel filters, compiled in only when asked for (see CONFIG block).
@@ -497,7 +709,8 @@ static __always_inline int filter_keep(struct scratch_t *s)
 	return 1;
 }
 
-/* Load the skb into s, apply the filters. NULL when the hit is not reported.
+/* Load the skb into s, apply the full filters (prefilter() ran in the hook).
+ * NULL when the hit is not reported.
  * report_here: the hit may send a line now, so the event's fields (task,
  * device, flow) are filled. An entry that only saves its state for the
  * return (which builds the event from a fresh read) leaves them unfilled
@@ -506,10 +719,6 @@ static __always_inline int filter_keep(struct scratch_t *s)
 static __always_inline struct scratch_t *load(struct scratch_t *s, struct sk_buff *skb,
 					      u32 hook_id, int report_here)
 {
-	if (!prefilter(skb)) {
-		count(CNT_FILTERED);
-		return 0;
-	}
 	if (read_skb(s, skb))
 		return 0;
 	if (report_here || FILTER_SRC || FILTER_DST || FILTER_IFINDEX ||
@@ -605,18 +814,21 @@ static __always_inline u8 severity_of(u32 reasons)
 
 /*
  * Entry/return pairing. A kretprobe cannot read the traced function's
- * arguments, so with the kprobe backend every entry, kept or filtered, pushes
- * the task's nesting depth and every return pops it: the depth pairs them.
- * An fexit program reads the same argument copy its fentry program read (the
- * trampoline's), so there an entry is keyed by its hook and first argument,
- * and a filtered entry leaves nothing behind: its return costs one lookup
- * that misses. The depth then counts the task's kept calls only (the
- * detector's "nested").
+ * arguments, so with the kprobe backend the task's nesting depth pairs them:
+ * every kept entry pushes it and its return pops it; a filtered entry pushes
+ * it only inside a pushed call (depth_filtered()), so a return that finds
+ * depth 0 had a filtered entry and stops there. An fexit program reads the
+ * same argument copy its fentry program read (the trampoline's), so there an
+ * entry is keyed by its hook and first argument, and a filtered entry leaves
+ * nothing behind. Either way a return whose hook has no entry saved anywhere
+ * (kept_calls) does no lookup at all. With fentry the depth counts the task's
+ * kept calls, for a tool that asks (KEEPS_NESTING: the detector's "nested").
  */
 static __always_inline u32 push_depth(struct task_key_t *tk)
 {
 	u32 one = 1, d, *dp = depths.lookup(tk);
 
+	pushes_add(1);
 	if (!dp) {
 		depths.update(tk, &one);
 		return 0;
@@ -634,6 +846,7 @@ static __always_inline int pop_depth(struct task_key_t *tk, u32 *out)
 		return -1;
 	*dp -= 1;
 	*out = *dp;
+	pushes_add(-1);
 	return 0;
 }
 
@@ -651,7 +864,8 @@ static __always_inline void entry_kept(struct call_t *c, struct task_key_t *tk, 
 	ek->tid = tk->tid;
 	ek->cpu = tk->cpu;
 	if (c->by_arg) {
-		push_depth(tk);
+		if (KEEPS_NESTING)
+			push_depth(tk);
 		ek->hook_id = c->hook_id;
 		ek->tag = c->tag;
 	} else {
@@ -685,7 +899,7 @@ static __always_inline void return_found(struct call_t *c, struct task_key_t *tk
 {
 	u32 d;
 
-	if (c->by_arg)
+	if (c->by_arg && KEEPS_NESTING)
 		pop_depth(tk, &d);
 }
 
@@ -734,6 +948,8 @@ static __always_inline void save_entry(struct scratch_t *s, struct sk_buff *skb,
 #endif
 	if (entries.update(ek, e))
 		count(CNT_ENTRY_FULL);
+	else
+		kept_add(hook_id, 1);
 }
 
 /* Fetch and delete the entry record of this return into s->entry; -1 when
@@ -751,12 +967,16 @@ static __always_inline int take_entry(struct scratch_t *s, struct call_t *c)
 		return -1;
 	return_found(c, &tk);
 	if (e->hook_id != c->hook_id) {
+		u32 other = e->hook_id;
+
 		count(CNT_UNPAIRED);
 		entries.delete(&ek);
+		kept_add(other, -1);
 		return -1;
 	}
 	__builtin_memcpy(&s->entry, e, sizeof(s->entry));
 	entries.delete(&ek);
+	kept_add(c->hook_id, -1);
 	return 0;
 }
 
@@ -968,12 +1188,69 @@ static __always_inline void flight_record(struct skb_event *ev, int tunnel_sette
  */
 static __always_inline int stage_body(void *ctx, struct scratch_t *s, struct call_t *c,
 				      u32 prog);
+/* Each tool says which of its stages start with the filters (the hook runs
+ * hit_passes() itself, the stage neither counts the hit nor prefilters) and
+ * which return stages take an entry record (the hook skips them when its
+ * kept_calls count is zero). Called with constants: the branches fold. */
+static __always_inline int filters_first(u32 prog, u32 hflags);
+static __always_inline int takes_entry(u32 prog);
+
+/* kprobe: a filtered entry pushes the task's depth only when a call of the
+ * task is already pushed (depth > 0), so that a kept call's return still
+ * finds its own depth; at depth 0 it leaves nothing, and a return that finds
+ * depth 0 knows its entry was such a one (calls nest on one task's stack).
+ * The depth is never per hook, so this holds across hooks. */
+static __always_inline void depth_filtered(void)
+{
+	struct task_key_t tk = {};
+	u32 *dp;
+
+	if (!pushes_any())
+		return;
+	task_key(&tk);
+	dp = depths.lookup(&tk);
+	if (dp && *dp) {
+		*dp += 1;
+		pushes_add(1);
+	}
+}
+
+/* kprobe, at the return of a hook whose stage takes an entry: 0 when there
+ * is nothing to pair (depth 0: the entry was filtered and pushed nothing),
+ * or when no entry of this hook is saved anywhere (its depth is popped
+ * here, as the stage would have). */
+static __always_inline int return_has_entry(u32 hook_id)
+{
+	struct task_key_t tk = {};
+	u32 *dp;
+
+	if (!pushes_any())
+		return 0;
+	task_key(&tk);
+	dp = depths.lookup(&tk);
+	if (!dp || *dp == 0)
+		return 0;
+	if (kept_any(hook_id))
+		return 1;
+	*dp -= 1;
+	pushes_add(-1);
+	return 0;
+}
 
 static __always_inline int stage(void *ctx, u32 hook_id, u64 skb, u64 aux,
 				 u8 aux2, u32 hflags, u64 ret, u32 prog)
 {
-	struct scratch_t *s = level_enter();
+	struct scratches_t *all;
+	struct scratch_t *s;
 
+	if (filters_first(prog, hflags) && !hit_passes(hook_id, (struct sk_buff *)skb)) {
+		depth_filtered();
+		return 0;
+	}
+	if (takes_entry(prog) && !return_has_entry(hook_id))
+		return 0;
+	all = scratches();
+	s = level_enter(all);
 	if (!s)
 		return 0;
 	s->call.skb = skb;
@@ -987,7 +1264,7 @@ static __always_inline int stage(void *ctx, u32 hook_id, u64 skb, u64 aux,
 	s->call.tag = 0;
 	stages.call(ctx, prog);
 	count(CNT_STAGE_FAIL);     /* only reached when the tail call failed */
-	level_leave();
+	level_leave(all);
 	return 0;
 }
 
@@ -995,11 +1272,12 @@ static __always_inline int stage(void *ctx, u32 hook_id, u64 skb, u64 aux,
  * the level the stub took is given back. */
 #define STAGE_PROGRAM(name, prog) \
 int stage_##name(struct pt_regs *ctx) { \
-	struct scratch_t *s_ = get_scratch(); \
+	struct scratches_t *all_ = scratches(); \
+	struct scratch_t *s_ = level_current(all_); \
 	struct call_t c_ = {}; \
 	int r_ = 0; \
 	if (s_) { c_ = s_->call; r_ = stage_body(ctx, s_, &c_, prog); } \
-	level_leave(); \
+	level_leave(all_); \
 	return r_; \
 }
 
@@ -1011,10 +1289,24 @@ int stage_##name(struct pt_regs *ctx) { \
 static __always_inline int run_inline(u64 *ctx, u32 hook_id, u64 skb, u64 aux,
 				      u8 aux2, u32 hflags, u64 ret, u32 prog)
 {
-	struct scratch_t *s = level_enter();
+	struct scratches_t *all;
+	struct scratch_t *s;
 	struct call_t c = {};
 	int r;
 
+	/* a filtered entry leaves nothing (see "Entry/return pairing") */
+	if (filters_first(prog, hflags)) {
+		struct pf_fields_t f = {};
+
+		if (PF_NEEDED)
+			pf_read_btf((struct sk_buff *)skb, &f);
+		if (!hit_passes_read(hook_id, (struct sk_buff *)skb, &f))
+			return 0;
+	}
+	if (takes_entry(prog) && !kept_any(hook_id))
+		return 0;
+	all = scratches();
+	s = level_enter(all);
 	if (!s)
 		return 0;
 	s->call.stack_skip = FENTRY_STACK_SKIP;
@@ -1027,7 +1319,7 @@ static __always_inline int run_inline(u64 *ctx, u32 hook_id, u64 skb, u64 aux,
 	c.hook_id = hook_id;
 	c.hflags = hflags;
 	r = stage_body(ctx, s, &c, prog);
-	level_leave();
+	level_leave(all);
 	return r;
 }
 
@@ -1035,8 +1327,12 @@ static __always_inline int run_inline(u64 *ctx, u32 hook_id, u64 skb, u64 aux,
 #define KPROBE_LEAVE(fn) int leave_##fn(struct pt_regs *ctx)
 #define KPROBE_RUN(id, SKB, AUX, AUX2, HFLAGS, RET, prog) \
 	stage(ctx, id, (u64)(SKB), (u64)(AUX), (u8)(AUX2), HFLAGS, (u64)(RET), prog)
-/* bcc names these programs kfunc__[vmlinux__]fn: fn is the kernel's name */
-#define FENTRY_ENTER(fn) KFUNC_PROBE(fn)
-#define FENTRY_LEAVE(fn) KRETFUNC_PROBE(fn)
+/* bcc names these programs kfunc__[vmlinux__]fn: fn is the kernel's name.
+ * The first argument is named because bullseye's bcc 0.18 passes an empty
+ * one on to BPF_PROG (its KFUNC_PROBE lacks the ## of later ones), which
+ * clang does not elide: "expected parameter declarator" at every hook, the
+ * default backend failing to compile on 5.10. Unused: ctx[] is read. */
+#define FENTRY_ENTER(fn) KFUNC_PROBE(fn, unsigned long long arg0_)
+#define FENTRY_LEAVE(fn) KRETFUNC_PROBE(fn, unsigned long long arg0_)
 #define FENTRY_RUN(id, SKB, AUX, AUX2, HFLAGS, RET, prog) \
 	run_inline(ctx, id, (u64)(SKB), (u64)(AUX), (u8)(AUX2), HFLAGS, (u64)(RET), prog)

@@ -25,17 +25,6 @@
 /* Pending events of CONSUME hooks: built at entry (the skb is readable),
  * sent at return with the return code. */
 BPF_TABLE("lru_hash", struct entry_key_t, struct record_t, pending, 1024);
-BPF_HASH(tnl_seg, struct task_key_t, u32, 1024);
-
-static __always_inline int in_tunnel_segment(void)
-{
-	struct task_key_t tk = {};
-	u32 *v;
-
-	task_key(&tk);
-	v = tnl_seg.lookup(&tk);
-	return v && *v;
-}
 
 static __always_inline void note_change(u64 skb, u64 head, u32 hook_id, u64 ts)
 {
@@ -87,7 +76,6 @@ static __always_inline int on_segment(void *ctx, struct scratch_t *s, u32 hook_i
 	int tnl;
 	u32 r;
 
-	count_hit(hook_id);
 	if (!load(s, skb, hook_id, 1))
 		return 0;
 	tnl = in_tunnel_segment();
@@ -104,7 +92,6 @@ static __always_inline int on_enter(void *ctx, struct scratch_t *s, struct call_
 	u32 depth, r;
 	int tnl;
 
-	count_hit(c->hook_id);
 	depth = entry_begin(c, &tk);
 	if (!load(s, skb, c->hook_id, c->hflags & HF_ENTRY_CHECK))
 		return 0;
@@ -215,7 +202,6 @@ static __always_inline int on_consume_enter(void *ctx, struct scratch_t *s, stru
 	u64 key;
 	u32 depth;
 
-	count_hit(c->hook_id);
 	depth = entry_begin(c, &tk);
 	if (!load(s, skb, c->hook_id, 1))
 		return 0;
@@ -243,6 +229,8 @@ static __always_inline int on_consume_enter(void *ctx, struct scratch_t *s, stru
 	entry_kept(c, &tk, depth, &ek);
 	if (pending.update(&ek, (struct record_t *)&s->ev))
 		count(CNT_ENTRY_FULL);
+	else
+		kept_add(c->hook_id, 1);
 	return 0;
 }
 
@@ -251,6 +239,7 @@ static __always_inline int on_consume_return(void *ctx, struct call_t *c)
 	struct task_key_t tk = {};
 	struct entry_key_t ek = {};
 	struct record_t *rec;
+	u32 kept_by;
 
 	if (return_key(c, &tk, &ek))
 		return 0;
@@ -258,32 +247,29 @@ static __always_inline int on_consume_return(void *ctx, struct call_t *c)
 	if (!rec)
 		return 0;
 	return_found(c, &tk);
-	if (rec->ev.hook_id == c->hook_id) {
+	kept_by = rec->ev.hook_id;
+	if (kept_by == c->hook_id) {
 		rec->ev.ret = c->ret;
 		submit(ctx, &rec->ev);
 	} else {
 		count(CNT_UNPAIRED);
 	}
 	pending.delete(&ek);
+	kept_add(kept_by, -1);
 	return 0;
 }
 
-static __always_inline int on_bracket(int delta)
+/* See stage() in skb_common.h: every entry stage starts with the filters,
+ * every return stage but the bracket's takes an entry record. */
+static __always_inline int filters_first(u32 prog, u32 hflags)
 {
-	struct task_key_t tk = {};
-	u32 *v, n;
+	return prog == STAGE_ENTER || prog == STAGE_CONSUME_ENTER || prog == STAGE_SEGMENT;
+}
 
-	task_key(&tk);
-	v = tnl_seg.lookup(&tk);
-	n = v ? *v : 0;
-	if (delta < 0 && n == 0)
-		return 0;
-	n += delta;
-	if (n)
-		tnl_seg.update(&tk, &n);
-	else
-		tnl_seg.delete(&tk);
-	return 0;
+static __always_inline int takes_entry(u32 prog)
+{
+	return prog == STAGE_MUTATE_RETURN || prog == STAGE_COPY_RETURN ||
+	       prog == STAGE_CONSUME_RETURN;
 }
 
 /* Each kind's work, once: the stage programs of the kprobe backend and the
@@ -339,8 +325,8 @@ B##_LEAVE(fn) { return B##_RUN(id, 0, 0, 0, HFLAGS, RET, STAGE_CONSUME_RETURN); 
 B##_ENTER(fn) { return B##_RUN(id, SKB, 0, 0, HFLAGS, 0, STAGE_SEGMENT); }
 
 #define HOOK_BRACKET(B, fn, id, SKB, AUX, AUX2, HFLAGS, RET) \
-B##_ENTER(fn) { count_hit(id); return on_bracket(1); }
+B##_ENTER(fn) { count_hit(id); return tnl_bracket(1); }
 #define HOOK_BRACKET_RET(B, fn, id, SKB, AUX, AUX2, HFLAGS, RET) \
-B##_LEAVE(fn) { return on_bracket(-1); }
+B##_LEAVE(fn) { return tnl_bracket(-1); }
 
 HOOK_LINES

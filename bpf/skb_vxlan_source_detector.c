@@ -21,6 +21,7 @@
 #define FR_TOOL "skb_vxlan_source_detector"   /* flight recorder: the tool, and its history key */
 #define FR_HIST "origin"
 #define FR_TOOL_ID 1
+#define KEEPS_NESTING 1   /* report(): "nested" */
 #include "skb_common.h"
 
 #define OPEN_TNL 0x100   /* hflags: skb_udp_tunnel_segment opens the bracket */
@@ -31,7 +32,6 @@
 #endif
 
 BPF_HASH(in_rx, struct task_key_t, u32, 1024);     /* receive_buf hook id + 1 */
-BPF_HASH(tnl_seg, struct task_key_t, u32, 1024);   /* skb_udp_tunnel_segment depth */
 
 /* struct virtio_net_hdr, as virtio_net copies it to skb->cb (little endian
  * on x86 for both legacy and VERSION_1 devices). */
@@ -43,16 +43,6 @@ struct vnet_hdr_t {
 	u16 csum_start;
 	u16 csum_offset;
 };
-
-static __always_inline int in_tunnel_segment(void)
-{
-	struct task_key_t tk = {};
-	u32 *v;
-
-	task_key(&tk);
-	v = tnl_seg.lookup(&tk);
-	return v && *v;
-}
 
 /* Update the origin record and decide whether the hit is worth a line. */
 /* since: entry time of this call; a tunnel origin recorded after it was set
@@ -132,7 +122,6 @@ static __always_inline int on_change_enter(void *ctx, struct scratch_t *s, struc
 	struct entry_key_t ek = {};
 	u32 depth;
 
-	count_hit(c->hook_id);
 	depth = entry_begin(c, &tk);
 	if (!load(s, skb, c->hook_id, 0))
 		return 0;
@@ -168,34 +157,19 @@ static __always_inline int on_change_return(void *ctx, struct scratch_t *s, stru
 	return 0;
 }
 
+/* filtered: the hook ran hit_passes() (filters_first()) */
 static __always_inline int on_observe(void *ctx, struct scratch_t *s, u32 hook_id,
-				      struct sk_buff *skb, u64 aux, u8 event, u32 checks)
+				      struct sk_buff *skb, u64 aux, u8 event, u32 checks,
+				      int filtered)
 {
-	count_hit(hook_id);
+	if (!filtered && !hit_passes(hook_id, skb))
+		return 0;
 	if (!load(s, skb, hook_id, 1))
 		return 0;
 	before_is_after(&s->ev);
 	s->ev.aux = aux;
 	s->ev.stack_len = take_stack(ctx, s, s->stack);
 	report(ctx, s, event, 0, s->ev.ts_ns, 0, checks);
-	return 0;
-}
-
-static __always_inline int tnl_bracket(int delta)
-{
-	struct task_key_t tk = {};
-	u32 *v, n;
-
-	task_key(&tk);
-	v = tnl_seg.lookup(&tk);
-	n = v ? *v : 0;
-	if (delta < 0 && n == 0)
-		return 0;
-	n += delta;
-	if (n)
-		tnl_seg.update(&tk, &n);
-	else
-		tnl_seg.delete(&tk);
 	return 0;
 }
 
@@ -225,7 +199,8 @@ static __always_inline int on_virtio_skb(void *ctx, struct scratch_t *s, u32 hoo
 	rx = in_rx.lookup(&tk);
 	if (!rx)
 		return 0;          /* another driver's packet */
-	count_hit(hook_id);
+	if (!hit_passes(hook_id, skb))
+		return 0;
 	if (!load(s, skb, *rx - 1, 1))
 		return 0;
 	__builtin_memcpy(&h, s->skb.cb, sizeof(h));
@@ -247,6 +222,19 @@ static __always_inline int on_virtio_skb(void *ctx, struct scratch_t *s, u32 hoo
 	return 0;
 }
 
+/* See stage() in skb_common.h. skb_udp_tunnel_segment's entry (OPEN_TNL)
+ * opens the bracket whatever the filters say, so its stage filters; napi_gro_
+ * receive's (VIRTIO_SKB) is a hit only inside receive_buf, so it does too. */
+static __always_inline int filters_first(u32 prog, u32 hflags)
+{
+	return prog == STAGE_CHANGE_ENTER || (prog == STAGE_OBSERVE && !(hflags & OPEN_TNL));
+}
+
+static __always_inline int takes_entry(u32 prog)
+{
+	return prog == STAGE_CHANGE_RETURN;
+}
+
 /* Each kind's work, once: the stage programs of the kprobe backend and the
  * fentry hooks run it (see stage() in skb_common.h). */
 static __always_inline int stage_body(void *ctx, struct scratch_t *s, struct call_t *c,
@@ -259,7 +247,8 @@ static __always_inline int stage_body(void *ctx, struct scratch_t *s, struct cal
 		return on_change_return(ctx, s, c);
 	case STAGE_OBSERVE:
 		on_observe(ctx, s, c->hook_id, (struct sk_buff *)c->skb, c->aux, c->hflags & 0xff,
-			   (c->hflags >> CHECKS_SHIFT) & (CHECK_SEGMENT | CHECK_SEGMENT_LIST));
+			   (c->hflags >> CHECKS_SHIFT) & (CHECK_SEGMENT | CHECK_SEGMENT_LIST),
+			   filters_first(prog, c->hflags));
 		if (c->hflags & OPEN_TNL)
 			tnl_bracket(1);
 		return 0;

@@ -571,11 +571,14 @@ class Program(object):
             if self._lost_callback:
                 self._lost_callback(n)
 
-    def percpu(self, table, index):
+    def percpu(self, table, index, field=None):
+        """One per-CPU value of a table, a list by CPU; field: of a struct value."""
         try:
             values = self.bpf[table][ctypes.c_int(index)]
         except Exception:
             return []
+        if field:
+            return [int(getattr(v, field)) for v in values]
         return [int(v) for v in values]
 
     def counters(self):
@@ -583,6 +586,10 @@ class Program(object):
         for name in ("FILTERED", "SUBMIT_FAIL", "UNPAIRED", "ENTRY_FULL", "STAGE_FAIL",
                      "FR_WRITTEN", "FR_SUPPRESSED", "FR_FAILED", "TOO_DEEP"):
             out[name] = self.percpu("counters", getattr(event, "CNT_" + name))
+        # the hits the hooks' cheap filters dropped are counted by hook
+        # (bpf/skb_common.h, hit_passes()); the full filters' in counters
+        for h in self.attached:
+            out["FILTERED"] += self.percpu("hook_hits", h.hook_id, "filtered")
         return out
 
     def set_names(self, names):
@@ -594,7 +601,8 @@ class Program(object):
             table[ctypes.c_int(idx)] = leaf
 
     def hook_hits(self):
-        return dict((h.hook_id, sum(self.percpu("hook_hits", h.hook_id))) for h in self.attached)
+        return dict((h.hook_id, sum(self.percpu("hook_hits", h.hook_id, "hits")))
+                    for h in self.attached)
 
     def hook_lost(self):
         return dict((h.hook_id, sum(self.percpu("hook_lost", h.hook_id))) for h in self.attached)

@@ -64,7 +64,9 @@ def hook_row(out, name):
 
 @pytest.mark.matrix
 def test_healthy_forwarding_create_clear_and_sigterm_stats(topo):
-    r = topo.trace(W, traffic=[
+    # the way a user starts it: the default backend, fentry on every lab
+    # kernel (the one matrix test that compiles it on each)
+    r = topo.trace("python3 skb_frag_list_watcher.py", traffic=[
         "%s udp-gso --count 10" % T,                                  # fraglist GRO
         "%s tcp-bulk --seconds 2" % T,                                # TCP GSO/GRO
         "%s topo --gro-list off --udp-gro-fwd on && %s udp-gso --count 10" % (T, T),
@@ -103,6 +105,7 @@ def test_healthy_forwarding_create_clear_and_sigterm_stats(topo):
     assert "Lost events:        0" in st
     assert int(hook_row(r.out, "skb_gro_receive_list")[1]) > 0
     assert "Tracing " in r.err and "skipped hook" in r.err
+    assert "backend fentry (--backend auto): " in r.err, r.err
 
 
 # Lab kernels on which a scenario panics the guest: it cannot run there, and
@@ -230,11 +233,15 @@ def test_interface_filter_in_a_namespace(topo):
 
 def test_filters_keep_exactly_the_matching_events(topo):
     """The cheap path (prefilter) and the full filter agree with the filter's
-    meaning: three watchers on the same traffic, one unfiltered; each filtered
+    meaning: four watchers on the same traffic, one unfiltered; each filtered
     run's events are exactly the unfiltered run's events that match its filter
-    (an address in the outer or inner header; gso_size at the hook's entry)."""
+    (an address in the outer or inner header; gso_size at the hook's entry).
+    The cheap path reads the skb with bpf_probe_read() under kprobes and
+    through the fentry hook's typed argument under fentry: both are here."""
     run = W + " --json --buffer-pages 256"
-    runs = {"all": "", "src": " --src-ip 198.18.2.1", "dst": " --gso-only --dst-ip 198.18.1.1"}
+    runs = {"all": "", "src": " --backend fentry --src-ip 198.18.2.1",
+            "dst": " --gso-only --dst-ip 198.18.1.1",
+            "dst-fentry": " --backend fentry --gso-only --dst-ip 198.18.1.1"}
     for name, flags in runs.items():
         topo.start_tool(run + flags + " -o /tmp/%s.json" % name, name=name, wait=False)
     for name in runs:
@@ -262,6 +269,7 @@ def test_filters_keep_exactly_the_matching_events(topo):
         return False
     want = {"src": lambda e: has(e, "198.18.2.1", "src"),
             "dst": lambda e: e["gso_size_before"] > 0 and has(e, "198.18.1.1", "dst")}
+    want["dst-fentry"] = want["dst"]
     every = out["all"][0]
     for name, keep in want.items():
         expected = sorted(key(e) for e in every if keep(e))

@@ -15,8 +15,17 @@ class FakeTable(object):
         self.bpf = bpf
         self.name = name
 
+    class HookCount(ctypes.Structure):
+        """bpf/skb_common.h, struct hook_count_t"""
+        _fields_ = [("hits", ctypes.c_uint64), ("filtered", ctypes.c_uint64)]
+
     def __getitem__(self, key):
         idx = key.value if isinstance(key, ctypes.c_int) else key
+        if self.name == "hook_hits":
+            # set as ("hook_hits", id) -> hits by CPU, ("hook_hits.filtered", id)
+            hits = self.bpf.percpu.get((self.name, idx), [0, 0])
+            filtered = self.bpf.percpu.get((self.name + ".filtered", idx), [0] * len(hits))
+            return [self.HookCount(h, f) for h, f in zip(hits, filtered)]
         return self.bpf.percpu.get((self.name, idx), [0, 0])
 
     def __setitem__(self, key, value):

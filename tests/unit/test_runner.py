@@ -22,9 +22,10 @@ ID = dict((h.name, h.hook_id) for h in hooks.watcher_hooks())
 def test_signal_prints_statistics(fake, capsys, sig):
     fake.BPF.stop_signal = sig
     fake.BPF.lost = 3
-    fake.BPF.percpu = {("counters", event.CNT_FILTERED): [10, 5],
+    fake.BPF.percpu = {("counters", event.CNT_FILTERED): [10, 3],
                        ("counters", event.CNT_SUBMIT_FAIL): [1, 0],
-                       ("hook_hits", ID["skb_segment"]): [7, 8]}
+                       ("hook_hits", ID["skb_segment"]): [7, 8],
+                       ("hook_hits.filtered", ID["skb_segment"]): [1, 1]}
     fake.BPF.script = [[to_bytes(make_event(event=event.EV_CREATE, hook_id=ID["skb_gro_receive_list"],
                                             frag_list_after=0xffff000000000001))],
                        [to_bytes(make_event(event=event.EV_INCONSISTENT, hook_id=ID["skb_segment"],
