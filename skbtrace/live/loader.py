@@ -3,6 +3,7 @@ polls. The only module of the package that imports bcc.
 """
 import ctypes
 import inspect
+import itertools
 import os
 import platform
 import re
@@ -587,9 +588,11 @@ class Program(object):
                      "FR_WRITTEN", "FR_SUPPRESSED", "FR_FAILED", "TOO_DEEP"):
             out[name] = self.percpu("counters", getattr(event, "CNT_" + name))
         # the hits the hooks' cheap filters dropped are counted by hook
-        # (bpf/skb_common.h, hit_passes()); the full filters' in counters
+        # (bpf/skb_common.h, hit_passes()); the full filters' in counters:
+        # added CPU by CPU, so FILTERED stays a list by CPU like the others
         for h in self.attached:
-            out["FILTERED"] += self.percpu("hook_hits", h.hook_id, "filtered")
+            out["FILTERED"] = [a + b for a, b in itertools.zip_longest(
+                out["FILTERED"], self.percpu("hook_hits", h.hook_id, "filtered"), fillvalue=0)]
         return out
 
     def set_names(self, names):
